@@ -25,3 +25,155 @@ def azurite():
 @pytest.fixture(scope="session")
 def storage_connection_string(azurite) -> str:
     return azurite.connection_string
+
+
+# -- the connector against the sandboxes ---------------------------------------------------------
+import json  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+from sandbox import seed  # noqa: E402
+
+
+@pytest.fixture
+def fresh_azurite():
+    """A fresh, empty Azurite for one test: flows keep state (jobs, hashes) keyed by stable ids."""
+    handle = start_azurite()
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def basware_sandbox():
+    from sandbox.basware import BaswareSandbox
+    from sandbox.common import SandboxServer
+
+    app = BaswareSandbox()
+    server = SandboxServer(app).start()
+    app.base_url = server.base_url
+    yield app
+    server.stop()
+
+
+@pytest.fixture
+def bc_sandbox():
+    from sandbox.bc import BcSandbox
+    from sandbox.common import SandboxServer
+
+    app = BcSandbox()
+    server = SandboxServer(app).start()
+    app.base_url = server.base_url
+    yield app
+    server.stop()
+
+
+def connector_env(storage_connection: str, basware_url: str, bc_url: str, **overrides: str) -> dict[str, str]:
+    """App settings pointing the connector at the given storage and sandboxes."""
+    env = {
+        "AzureWebJobsStorage": storage_connection,
+        "BASWARE_REGION": "EU",
+        "BASWARE_API_URL": basware_url,
+        "BASWARE_CLIENT_ID": seed.BASWARE_CLIENT_ID,
+        "BASWARE_CLIENT_SECRET": seed.BASWARE_CLIENT_SECRET,
+        "BASWARE_WEBHOOK_SECRET": seed.WEBHOOK_SECRET,
+        "BC_TENANT_ID": seed.TENANT_ID,
+        "BC_ENVIRONMENT": seed.ENVIRONMENT,
+        "BC_COMPANY_ID": seed.COMPANY_ID,
+        "BC_CLIENT_ID": seed.BC_CLIENT_ID,
+        "BC_CLIENT_SECRET": seed.BC_CLIENT_SECRET,
+        "BC_API_URL": bc_url,
+        "BC_AUTHORITY_URL": bc_url,
+        "BC_CLIENT_STATE": seed.BC_CLIENT_STATE,
+        "COMPANY_MAP": json.dumps({seed.COMPANY_CODE: seed.COMPANY_ID}),
+        "DIMENSION_MAP": json.dumps(seed.DIMENSION_MAP),
+        "TAX_CODE_MAP": json.dumps(seed.TAX_CODE_MAP),
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def env(fresh_azurite, basware_sandbox, bc_sandbox) -> dict[str, str]:
+    return connector_env(fresh_azurite.connection_string, basware_sandbox.base_url, bc_sandbox.base_url)
+
+
+@pytest.fixture
+def rt(env):
+    """The connector's collaborators, built from settings like in production, with short backoffs."""
+    from shared.http import RetryConfig
+    from shared.runtime import build_runtime
+    from shared.settings import load_settings
+
+    runtime = build_runtime(load_settings(env), retry=RetryConfig(max_attempts=5, backoff_base=0.02,
+                                                                  backoff_max=0.2, max_inline_wait=2))
+    yield runtime
+    runtime.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppProcess:
+    """function_app.py served by the local host (`python -m devhost`) in its own process."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = _free_port()
+        self.env = {**os.environ, **env, "PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        self.args = args
+        self.process: subprocess.Popen | None = None
+        self.log = ROOT / ".run" / f"app-{self.port}.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "AppProcess":
+        self.log.parent.mkdir(exist_ok=True)
+        out = open(self.log, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(self.port), *self.args],
+                                        cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app exited with {self.process.returncode}; see {self.log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"app did not listen on {self.port}; see {self.log}")
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing finishes."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def app_process():
+    """Factory: `app_process(env, "--no-timers")` starts the app; all are stopped after the test."""
+    started: list[AppProcess] = []
+
+    def start(env: dict[str, str], *args: str) -> AppProcess:
+        proc = AppProcess(env, *args).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

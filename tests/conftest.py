@@ -34,7 +34,8 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
-from sandbox import seed  # noqa: E402
+from sandbox import seed  # noqa: E402,F401
+from scripts.local_env import connector_env  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -67,31 +68,6 @@ def bc_sandbox():
     app.base_url = server.base_url
     yield app
     server.stop()
-
-
-def connector_env(storage_connection: str, basware_url: str, bc_url: str, **overrides: str) -> dict[str, str]:
-    """App settings pointing the connector at the given storage and sandboxes."""
-    env = {
-        "AzureWebJobsStorage": storage_connection,
-        "BASWARE_REGION": "EU",
-        "BASWARE_API_URL": basware_url,
-        "BASWARE_CLIENT_ID": seed.BASWARE_CLIENT_ID,
-        "BASWARE_CLIENT_SECRET": seed.BASWARE_CLIENT_SECRET,
-        "BASWARE_WEBHOOK_SECRET": seed.WEBHOOK_SECRET,
-        "BC_TENANT_ID": seed.TENANT_ID,
-        "BC_ENVIRONMENT": seed.ENVIRONMENT,
-        "BC_COMPANY_ID": seed.COMPANY_ID,
-        "BC_CLIENT_ID": seed.BC_CLIENT_ID,
-        "BC_CLIENT_SECRET": seed.BC_CLIENT_SECRET,
-        "BC_API_URL": bc_url,
-        "BC_AUTHORITY_URL": bc_url,
-        "BC_CLIENT_STATE": seed.BC_CLIENT_STATE,
-        "COMPANY_MAP": json.dumps({seed.COMPANY_CODE: seed.COMPANY_ID}),
-        "DIMENSION_MAP": json.dumps(seed.DIMENSION_MAP),
-        "TAX_CODE_MAP": json.dumps(seed.TAX_CODE_MAP),
-    }
-    env.update(overrides)
-    return env
 
 
 @pytest.fixture

@@ -98,8 +98,9 @@ class PaymentResponse(BaseModel):
     cashDiscount: Decimal | None = None
     checkNumber: str | None = Field(None, max_length=25)
     paymentMessage: str | None = Field(None, max_length=100)
-    paymentNumber: str | None = None
-    paymentDocument: str | None = None
+    paymentNumber: str | None = Field(None, max_length=250)
+    paymentDocument: str | None = Field(None, max_length=250)
+    paymentReversalDocument: str | None = Field(None, max_length=250)
     responseMessage: str | None = Field(None, max_length=250)
     sourceSystem: str | None = Field("Business Central", max_length=32)
 

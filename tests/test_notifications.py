@@ -1,0 +1,102 @@
+"""The BC notification endpoint: handshake, clientState, enqueue, and never a status that makes BC
+delete the subscription."""
+from __future__ import annotations
+
+import json
+
+from shared.notifications import checks_for, handle_notification, handshake, parse_resource
+
+COMPANY = "5d0c7a1e-0000-4000-8000-00000000c001"
+DOC = "0b7f8a52-1111-4000-8000-000000000001"
+STATE = "the-client-state"
+
+
+def _item(change="updated", state=STATE, resource=None, sub="sub-1"):
+    return {"subscriptionId": sub, "clientState": state, "expirationDateTime": "2026-11-24T10:00:00Z",
+            "resource": resource or f"api/v2.0/companies({COMPANY})/purchaseInvoices({DOC})",
+            "changeType": change, "lastModifiedDateTime": "2026-11-21T10:00:00Z"}
+
+
+# -- pure parts -----------------------------------------------------------------------------------
+def test_handshake_echoes_the_token_as_text():
+    answer = handshake({"validationToken": "abc-123"})
+    assert (answer.status, answer.body, answer.mimetype) == (200, "abc-123", "text/plain")
+    assert handshake({}) is None
+
+
+def test_handshake_is_answered_before_any_runtime_is_built():
+    def no_runtime():
+        raise AssertionError("the handshake must not need settings or storage")
+
+    answer = handle_notification(no_runtime, {"validationToken": "tok"}, b"")
+    assert (answer.status, answer.body) == (200, "tok")
+
+
+def test_resources_of_single_records_and_collections_are_read():
+    one = parse_resource(f"api/v2.0/companies({COMPANY})/purchaseInvoices({DOC})")
+    assert (one.company_id, one.entity_set, one.document_id, one.filter) == (COMPANY, "purchaseInvoices", DOC, None)
+    many = parse_resource(f"api/v2.0/companies({COMPANY})/purchaseInvoices"
+                          "?$filter=lastModifiedDateTime%20gt%202026-11-21T10:00:00.000Z")
+    assert many.document_id is None
+    assert many.filter == "lastModifiedDateTime gt 2026-11-21T10:00:00.000Z"
+    assert parse_resource("https://evil.example/whatever") is None
+    assert parse_resource(None) is None
+
+
+def test_updates_become_one_check_per_document_and_collections_a_filtered_reread():
+    items = [_item("updated"), _item("created"), _item("deleted"),
+             _item("collection", resource=f"api/v2.0/companies({COMPANY})/purchaseInvoices"
+                                          "?$filter=lastModifiedDateTime%20gt%202026-11-21T10:00:00Z")]
+    messages, ignored = checks_for(items, STATE, {COMPANY})
+    assert ignored == []
+    singles = [m for m in messages if m.document_id]
+    assert [(m.document_id, m.source) for m in singles] == [(DOC, "notification")]
+    collections = [m for m in messages if m.collection_filter is not None]
+    assert [m.collection_filter for m in collections] == ["lastModifiedDateTime gt 2026-11-21T10:00:00Z"]
+
+
+def test_items_with_a_wrong_or_missing_client_state_are_ignored():
+    messages, ignored = checks_for([_item(state="guess"), _item(state=None), _item(state=STATE.upper())],
+                                   STATE, {COMPANY})
+    assert messages == [] and len(ignored) == 3
+    messages, ignored = checks_for([_item()], None, {COMPANY})  # no BC_CLIENT_STATE: nothing is trusted
+    assert messages == [] and ignored
+
+
+def test_items_of_unmapped_companies_are_ignored():
+    other = "9d0c7a1e-0000-4000-8000-00000000c009"
+    messages, ignored = checks_for([_item(resource=f"api/v2.0/companies({other})/purchaseInvoices({DOC})")],
+                                   STATE, {COMPANY})
+    assert messages == [] and "not mapped" in ignored[0]
+
+
+class _BrokenStorage:
+    def enqueue(self, *args, **kwargs):
+        from azure.core.exceptions import ServiceRequestError
+        raise ServiceRequestError("queue unreachable")
+
+
+class _Settings:
+    def __init__(self):
+        from shared.secrets import Secret
+        self.bc_client_state = Secret(STATE)
+
+    def bc_companies(self):
+        return [COMPANY]
+
+
+class _Rt:
+    settings = _Settings()
+    storage = _BrokenStorage()
+
+
+def test_a_queue_outage_answers_503_so_bc_retries_and_keeps_the_subscription():
+    answer = handle_notification(lambda: _Rt(), {}, json.dumps({"value": [_item()]}).encode())
+    assert answer.status == 503
+
+
+def test_settings_or_storage_not_ready_answers_503():
+    def broken():
+        raise RuntimeError("storage not configured")
+
+    assert handle_notification(broken, {}, b'{"value": []}').status == 503

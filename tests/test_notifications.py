@@ -100,3 +100,53 @@ def test_settings_or_storage_not_ready_answers_503():
         raise RuntimeError("storage not configured")
 
     assert handle_notification(broken, {}, b'{"value": []}').status == 503
+
+
+# -- the endpoint over real HTTP (stands in for the host where a test does not start the app) --------------
+import threading  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from urllib.parse import parse_qs, urlsplit  # noqa: E402
+
+
+class NotificationReceiver:
+    """`/api/bc/notifications` served by `handle_notification` on a local port, as the function does."""
+
+    def __init__(self, get_runtime) -> None:
+        receiver = self
+        self.get_runtime = get_runtime
+        self.requests: list[tuple[str, dict, bytes, int]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self):
+                parts = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = handle_notification(receiver.get_runtime, query, body)
+                receiver.requests.append((self.command, query, body, answer.status))
+                data = answer.body.encode()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.mimetype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/bc/notifications"
+
+    def start(self) -> "NotificationReceiver":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

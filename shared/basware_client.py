@@ -109,10 +109,11 @@ class BaswareClient(ApiClient):
                                 headers={"Content-Type": "application/json"}, ok=(405,))
         return response.status_code != 405
 
-    def send_transfer_response(self, invoice_id: str, body: TransferResponse) -> dict:
+    def send_transfer_response(self, invoice_id: str, body: TransferResponse, *,
+                               max_attempts: int | None = None) -> dict:
         response = self.request("POST", f"/v1/accountingDocuments/{invoice_id}/transferResponses",
                                 content=dumps(body.model_dump(exclude_none=True)),
-                                headers={"Content-Type": "application/json"})
+                                headers={"Content-Type": "application/json"}, max_attempts=max_attempts)
         return parse_json(response) if response.content else {}
 
     def send_payment_response(self, invoice_id: str, body: PaymentResponse) -> dict:

@@ -109,9 +109,10 @@ class BcClient(ApiClient):
         body = self.get(f"{self.company_path(company_id, entity)}({document_id})", expand=expand)
         return PurchaseDocument.model_validate(body) if body else None
 
-    def create_document(self, company_id: str, entity: str, body: dict) -> PurchaseDocument:
+    def create_document(self, company_id: str, entity: str, body: dict, *,
+                        max_attempts: int | None = None) -> PurchaseDocument:
         response = self.request("POST", self.company_path(company_id, entity), content=_dumps(body),
-                                headers={"Content-Type": "application/json"})
+                                headers={"Content-Type": "application/json"}, max_attempts=max_attempts)
         return PurchaseDocument.model_validate(_parse(response))
 
     def post_document(self, company_id: str, entity: str, document_id: str) -> None:

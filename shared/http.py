@@ -134,12 +134,14 @@ class ApiClient:
     def request(self, method: str, path: str, *, json: Any = None, content: bytes | None = None,
                 params: dict | None = None, headers: dict[str, str] | None = None,
                 ok: tuple[int, ...] = (), redirect_without_auth: bool = False,
-                timeout: float | None = None) -> httpx.Response:
+                timeout: float | None = None, max_attempts: int | None = None) -> httpx.Response:
         """Send with retries. Returns the response when it is 2xx/3xx or its status is in `ok`.
 
         Raises TransientError after the last retry, AuthError after a refused token refresh,
-        PermanentError for other 4xx.
+        PermanentError for other 4xx. `max_attempts=1` turns inline retries off for requests that
+        are not safe to repeat blindly (a lost answer may hide a success): the caller checks first.
         """
+        attempts_allowed = max_attempts or self.retry.max_attempts
         url = self.url(path)
         summary = CallSummary(method, urlsplit(url).path)
         started = time.monotonic()
@@ -183,7 +185,7 @@ class ApiClient:
                         self._count("throttled")
                         log.warning("event=http.throttled system=%s path=%s", self.system, summary.path)
                 wait = self._backoff(attempt, response)
-                if attempt >= self.retry.max_attempts or wait is None:
+                if attempt >= attempts_allowed or wait is None:
                     raise self._transient(response, error, wait)
                 summary.retries += 1
                 self._count("retries")

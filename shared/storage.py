@@ -78,7 +78,8 @@ class Storage:
                     self._table_clients[name] = client
         return client
 
-    def queue(self, name: str) -> QueueClient:
+    def queue(self, name: str, **request_options: Any) -> QueueClient:
+        """`request_options` (e.g. retry_total=0, connection_timeout=2) apply to the one-time create."""
         client = self._queue_clients.get(name)
         if client is None:
             with self._lock:
@@ -89,14 +90,18 @@ class Storage:
                         name, message_encode_policy=TextBase64EncodePolicy(),
                         message_decode_policy=TextBase64DecodePolicy())
                     try:
-                        client.create_queue()
+                        client.create_queue(**request_options)
                     except ResourceExistsError:
                         pass
                     self._queue_clients[name] = client
         return client
 
-    def enqueue(self, queue: str, message: BaseModel | dict | str, *, delay_seconds: int | None = None) -> None:
-        self.queue(queue).send_message(encode_message(message), visibility_timeout=delay_seconds)
+    def enqueue(self, queue: str, message: BaseModel | dict | str, *, delay_seconds: int | None = None,
+                **request_options: Any) -> None:
+        """`request_options` are azure-core per-request options, e.g. `retry_total=0,
+        connection_timeout=2` where a caller must fail fast instead of retrying (the webhook)."""
+        self.queue(queue, **request_options).send_message(encode_message(message), visibility_timeout=delay_seconds,
+                                                          **request_options)
 
     def ping(self) -> None:
         """Raise if storage is unreachable (used by the health check)."""

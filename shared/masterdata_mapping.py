@@ -294,3 +294,15 @@ def pending(record: dict, change: str) -> Pending:
     record = canonical(record)
     body = canonical_bytes(record)
     return Pending(record["externalCode"], record, len(body), content_hash(body), is_active(record), change)
+
+
+def restamped(p: Pending, stamp: str) -> Pending:
+    """The same content with `lastUpdated` set, so Basware processes it again.
+
+    Basware keeps a record in its API layer even when P2P refused it, and then skips an identical
+    resend as NotProcessed although P2P never got it (reference section 4, "Identical import
+    skipped": "modify the record slightly"). `lastUpdated` is a field every master-data schema
+    has and nothing in P2P shows. The hash stays that of the content without it, so the next
+    unchanged run skips the record again."""
+    record = canonical({**p.record, "lastUpdated": stamp})
+    return Pending(p.external_code, record, len(canonical_bytes(record)), p.hash, p.active, p.change)

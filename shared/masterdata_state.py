@@ -24,8 +24,9 @@ MAX_BODY_CHARS = 30_000         # a string property holds 64 KiB of UTF-16
 
 @dataclass(frozen=True)
 class Stored:
-    hash: str
+    hash: str             # of the last successful import ("" if none yet)
     active: bool
+    refused: str = ""     # hash of content P2P refused last time (Basware now holds it in its API layer)
 
 
 def hash_partition(entity: str, company_id: str) -> str:
@@ -48,8 +49,9 @@ class HashStore:
     def load(self) -> dict[str, Stored]:
         """externalCode -> (hash, active): small values only, never the bodies."""
         rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": self.partition},
-                                          select=["RowKey", "hash", "active"], results_per_page=1000)
-        return {r["RowKey"]: Stored(r.get("hash") or "", r.get("active") is not False) for r in rows}
+                                          select=["RowKey", "hash", "active", "refused"], results_per_page=1000)
+        return {r["RowKey"]: Stored(r.get("hash") or "", r.get("active") is not False, r.get("refused") or "")
+                for r in rows}
 
     def body(self, external_code: str) -> dict | None:
         try:
@@ -64,13 +66,22 @@ class HashStore:
         now = self._clock()
         ops = []
         for p in items:
-            body = json.dumps(p.record, separators=(",", ":"), ensure_ascii=False)
+            content = {k: v for k, v in p.record.items() if k != "lastUpdated"}  # see restamped()
+            body = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
             ops.append(("upsert", {"PartitionKey": self.partition, "RowKey": p.external_code, "hash": p.hash,
                                    "active": p.active, "body": body if len(body) <= MAX_BODY_CHARS else "",
                                    "updated": now}, {"mode": UpdateMode.REPLACE}))
+        self._submit(ops)
+        return len(ops)
+
+    def mark_refused(self, items: Iterable[Pending]) -> None:
+        """Remember content P2P refused (the last good hash and body stay as they are)."""
+        self._submit([("upsert", {"PartitionKey": self.partition, "RowKey": p.external_code, "refused": p.hash,
+                                  "refused_at": self._clock()}, {"mode": UpdateMode.MERGE}) for p in items])
+
+    def _submit(self, ops: list) -> None:
         for start in range(0, len(ops), TRANSACTION_SIZE):
             self._table.submit_transaction(ops[start:start + TRANSACTION_SIZE])
-        return len(ops)
 
 
 class CompanyLease:

@@ -1,4 +1,90 @@
-"""Triggers of the masterdata flow (filled in by its issue)."""
+"""Triggers of the master-data flow (BC -> Basware; spec 1.2, issue 5).
+
+- timer `%MASTERDATA_SCHEDULE%`: enqueues one `masterdata-imports` message per BC company and
+  returns at once; the queue worker does the import, with the queue's retries and dead letters.
+- `POST /api/admin/masterdata/sync?force=true|false[&async=true]` (function key): by default runs
+  the import synchronously, every company in turn, and answers the run's summary as JSON
+  (200 ok/partial, 409 another run busy, 502 the run failed). With `async=true` it enqueues like
+  the timer and answers 202 with the job ids: use that where a first import takes longer than an
+  HTTP request may (about 230 s behind Azure's front end; see bench/masterdata.py for rates).
+- queue `masterdata-imports`: one company's run; raises when a retry can help.
+- queue `masterdata-imports-poison`: the run becomes a dead-lettered job, replayable.
+"""
+import json
+import logging
+
 import azure.functions as func
 
+from shared.storage import MASTERDATA_IMPORTS, POISON_SUFFIX
+
 bp = func.Blueprint()
+log = logging.getLogger("ml_connector.functions.masterdata")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _runtime():
+    from shared.runtime import runtime
+    return runtime()
+
+
+def _flag(value: str | None) -> bool | None:
+    text = (value or "").strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def _json(body: dict, status: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
+
+
+@bp.function_name("masterdata_sync")
+@bp.route(route="admin/masterdata/sync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def masterdata_sync(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import masterdata
+
+    force, run_async = _flag(req.params.get("force")), _flag(req.params.get("async"))
+    if force is None or run_async is None:
+        return _json({"error": "force and async take true or false"}, 400)
+    rt = _runtime()
+    if run_async:
+        enqueued = masterdata.enqueue_sync(rt, force=force)
+        return _json({"status": "accepted", "force": force, "enqueued": enqueued}, 202)
+    summary = masterdata.sync_all(rt, force=force)
+    status = {"busy": 409, "failed": 502}.get(summary.status, 200)
+    return func.HttpResponse(summary.model_dump_json(), status_code=status, mimetype="application/json")
+
+
+@bp.function_name("masterdata_timer")
+@bp.timer_trigger(arg_name="timer", schedule="%MASTERDATA_SCHEDULE%", run_on_startup=False)
+def masterdata_timer(timer: func.TimerRequest) -> None:
+    from shared.masterdata import enqueue_sync
+
+    enqueued = enqueue_sync(_runtime())
+    log.info("event=masterdata.scheduled companies=%d", len(enqueued))
+
+
+@bp.function_name("masterdata_imports")
+@bp.queue_trigger(arg_name="msg", queue_name=MASTERDATA_IMPORTS, connection="AzureWebJobsStorage")
+def masterdata_imports(msg: func.QueueMessage) -> None:
+    from shared import masterdata
+
+    raw = msg.get_body().decode("utf-8", errors="replace")
+    rt = _runtime()
+    if masterdata.job_for_message(raw) is None:  # retrying cannot fix it: straight to the dead letters
+        from shared.deadletter import dead_letter
+        dead_letter(rt, MASTERDATA_IMPORTS, raw, "unreadable masterdata-imports message", kind=masterdata.KIND)
+        return
+    summary = masterdata.handle_import_message(rt, raw)
+    log.info("event=masterdata.run status=%s jobs=%s", summary.status, ",".join(summary.jobs))
+
+
+@bp.function_name("masterdata_imports_poison")
+@bp.queue_trigger(arg_name="msg", queue_name=f"{MASTERDATA_IMPORTS}{POISON_SUFFIX}", connection="AzureWebJobsStorage")
+def masterdata_imports_poison(msg: func.QueueMessage) -> None:
+    from shared import masterdata
+    from shared.deadletter import dead_letter
+
+    raw = msg.get_body().decode("utf-8", errors="replace")
+    dead_letter(_runtime(), MASTERDATA_IMPORTS, raw, f"master-data import failed {msg.dequeue_count or 'too many'} times",
+                kind=masterdata.KIND, job=masterdata.job_for_message(raw))

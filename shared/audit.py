@@ -55,10 +55,13 @@ def _row_key(now: datetime) -> str:
 
 class AuditLog:
     def __init__(self, storage: Storage, scrub: Callable[[str], str] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), *,
+                 on_record: Callable[[dict], None] | None = None) -> None:
+        """`on_record(row)` is told of every row written (metrics)."""
         self._storage = storage
         self._scrub = scrub or Scrubber()
         self._clock = clock
+        self._on_record = on_record
 
     def record(self, job_id: str, step: str, outcome: str, message: str = "", *, kind: str | None = None,
                http_status: int | None = None, correlation_id: str | None = None,
@@ -79,6 +82,11 @@ class AuditLog:
                 continue
             row[key] = value if isinstance(value, (int, float, bool, datetime)) else self._scrub(str(value))[:1000]
         self._storage.table(AUDIT).create_entity(row)
+        if self._on_record is not None:
+            try:
+                self._on_record(row)
+            except Exception:  # noqa: BLE001 - an observer never fails the audit write
+                pass
         return row
 
     def trail(self, job_id: str) -> list[dict]:

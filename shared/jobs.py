@@ -95,9 +95,19 @@ class JobConflict(Exception):
 
 
 class JobStore:
-    def __init__(self, storage: Storage, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, storage: Storage, clock: Callable[[], datetime] = utcnow, *,
+                 on_state: Callable[[str, str, str | None, str], None] | None = None) -> None:
+        """`on_state(kind, id, old_state, new_state)` is told of every state written (metrics)."""
         self._storage = storage
         self._clock = clock
+        self._on_state = on_state
+
+    def _notify(self, kind: str, id: str, old: str | None, new: Any) -> None:
+        if self._on_state is not None and isinstance(new, str) and new != old:
+            try:
+                self._on_state(kind, id, old, new)
+            except Exception:  # noqa: BLE001 - an observer never fails a state change
+                pass
 
     @property
     def _table(self):
@@ -160,6 +170,7 @@ class JobStore:
             raise JobConflict(f"job {job.kind}/{job.id} changed since it was read") from exc
         core = {k: v for k, v in changes.items() if k in _CORE}
         data = {**job.data, **{k: v for k, v in changes.items() if k not in _CORE}}
+        self._notify(job.kind, job.id, job.state, fields.get("state"))
         return replace(job, **core, data=data, etag=meta.get("etag"))
 
     def release(self, job: Job, **fields: Any) -> Job:
@@ -171,6 +182,7 @@ class JobStore:
         now = self._clock()
         entity = {"PartitionKey": kind, "RowKey": id, "updated": now, **_clean(fields)}
         self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+        self._notify(kind, id, None, fields.get("state"))
 
     def list(self, kind: str | None = None, state: str | None = None, limit: int = 500) -> list[Job]:
         return list(self.iter(kind, state, limit))

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from . import metrics, telemetry
 from .audit import AuditLog, Scrubber
 from .basware_client import BaswareClient
 from .bc_client import BcClient
@@ -39,16 +40,21 @@ def build_runtime(settings: Settings, *, storage: Storage | None = None, transpo
                   bc_max_concurrency: int = 5, **client_kwargs: Any) -> Runtime:
     storage = storage or Storage.from_settings(settings)
     scrub = Scrubber(settings.secret_values())
+    telemetry.protect(settings.secret_values())  # no log line may carry them, whoever logs it
+    counters = metrics.REGISTRY
     basware_tokens = BaswareTokenProvider(settings.basware_token_url, settings.basware_client_id,
                                           settings.basware_client_secret, settings.basware_scopes,
                                           transport=transport)
     bc_tokens = EntraTokenProvider(settings.bc_authority_url, settings.bc_tenant_id, settings.bc_client_id,
                                    settings.bc_client_secret, transport=transport)
-    basware = BaswareClient(settings.basware_api_url, basware_tokens, transport=transport, **client_kwargs)
+    basware = BaswareClient(settings.basware_api_url, basware_tokens, transport=transport,
+                            **{"on_call": counters.call_observer("basware"), **client_kwargs})
     # BC allows 5 concurrent requests per principal (reference/bc-api.md 6.5).
     bc = BcClient(settings.bc_api_url, settings.bc_tenant_id, settings.bc_environment, bc_tokens,
-                  transport=transport, max_concurrency=bc_max_concurrency, **client_kwargs)
-    return Runtime(settings, storage, JobStore(storage), AuditLog(storage, scrub), basware, bc,
+                  transport=transport, max_concurrency=bc_max_concurrency,
+                  **{"on_call": counters.call_observer("bc"), **client_kwargs})
+    return Runtime(settings, storage, JobStore(storage, on_state=counters.observe_state),
+                   AuditLog(storage, scrub, on_record=counters.observe_audit), basware, bc,
                    worker_id=f"{socket.gethostname()}-{os.getpid()}")
 
 

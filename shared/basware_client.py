@@ -116,10 +116,12 @@ class BaswareClient(ApiClient):
                                 headers={"Content-Type": "application/json"}, max_attempts=max_attempts)
         return parse_json(response) if response.content else {}
 
-    def send_payment_response(self, invoice_id: str, body: PaymentResponse) -> dict:
+    def send_payment_response(self, invoice_id: str, body: PaymentResponse, *,
+                              max_attempts: int | None = None) -> dict:
         # Fields left out are cleared on the invoice, so nulls are sent explicitly (full field set).
         response = self.request("POST", f"/v1/accountingDocuments/{invoice_id}/paymentResponses",
-                                content=dumps(body.model_dump()), headers={"Content-Type": "application/json"})
+                                content=dumps(body.model_dump()), headers={"Content-Type": "application/json"},
+                                max_attempts=max_attempts)
         return parse_json(response) if response.content else {}
 
     # -- master data -------------------------------------------------------------------------------

@@ -161,9 +161,13 @@ def new_external_code() -> str:
 
 # -- which documents are ours ------------------------------------------------------------------------
 def _posted_from_job(job: Job) -> PostedDocument | None:
-    if job.state != DONE or not job.get("bc_id") or not job.get("basware_id"):
+    """Ours only if the invoice flow finished with a success transfer response for this BC document
+    (shared/invoice_flow.py: state done, response_success, its draft not deleted)."""
+    basware_id = job.get("invoice_id") or job.get("basware_id")
+    if (job.state != DONE or not job.get("bc_id") or not basware_id or job.get("response_success") is False
+            or job.get("draft_deleted")):
         return None
-    return PostedDocument(job.id, str(job.get("basware_id")), str(job.get("bc_company_id") or ""),
+    return PostedDocument(job.id, str(basware_id), str(job.get("bc_company_id") or ""),
                           str(job.get("bc_entity") or INVOICES), job.get("bc_number"))
 
 
@@ -305,21 +309,26 @@ def check_payment(rt, message: PaymentCheckMessage, now: datetime | None = None)
         rt.jobs.release(job)
         return "already_sent"
 
-    facts = payment_facts(rt, posted, document, now)
-    # One externalCode per response: kept across retries of the same send (so a lost reply can be
-    # recognised in paymentResponses[]), new only after Basware definitely refused the last one.
-    code = job.get("external_code") if job.get("external_code") and job.state != FAILED else new_external_code()
-    body = build_payment_response(code, posted, facts)
     check = PaymentCheckMessage(company_id=posted.company_id, document_id=document_id, resource=posted.entity,
                                 source="replay")
-    job = rt.jobs.update(job, state=DETECTED, external_code=code, response=body.model_dump_json(),
-                         paid_total=str(body.paidTotal) if body.paidTotal is not None else None,
-                         payment_date=facts.payment_date, payment_date_source=facts.source,
-                         detected_by=message.source, last_error="", queue=PAYMENT_CHECKS,
-                         message=check.model_dump_json(), send_started=bool(job.get("send_started")))
+    if job.get("response") and job.state != FAILED:
+        # A response was built before (this is a resumed or replayed job): the same content and the
+        # same externalCode, so a send whose reply was lost is recognised in paymentResponses[].
+        body = PaymentResponse.model_validate_json(job.get("response"))
+        note = f"resuming payment response {body.externalCode}"
+        job = rt.jobs.update(job, state=DETECTED, last_error="", queue=PAYMENT_CHECKS, message=check.model_dump_json())
+    else:
+        facts = payment_facts(rt, posted, document, now)
+        body = build_payment_response(new_external_code(), posted, facts)
+        note = f"{facts.note}; externalCode {body.externalCode}"
+        job = rt.jobs.update(job, state=DETECTED, external_code=body.externalCode, response=body.model_dump_json(),
+                             paid_total=str(body.paidTotal) if body.paidTotal is not None else None,
+                             payment_date=facts.payment_date, payment_date_source=facts.source,
+                             detected_by=message.source, last_error="", queue=PAYMENT_CHECKS,
+                             message=check.model_dump_json(), send_started=False)
     rt.audit.record(pid, "detected", "ok", f"BC {posted.entity} {document.number} is Paid (found by "
-                    f"{message.source}); {facts.note}; externalCode {code}", kind=KIND,
-                    basware_id=posted.basware_id, bc_id=document_id, payment_date_source=facts.source)
+                    f"{message.source}); {note}", kind=KIND, basware_id=posted.basware_id, bc_id=document_id,
+                    payment_date_source=job.get("payment_date_source"))
     rt.storage.enqueue(BASWARE_CALLBACKS, CallbackMessage(kind="payment", job_id=pid, invoice_id=posted.basware_id))
     rt.jobs.release(job, state=RESPONDING)
     return "queued"
@@ -338,14 +347,19 @@ def send_payment_response(rt, message: CallbackMessage) -> str:
     if job is None:
         log.warning("event=payments.send.unknown_job job=%s", message.job_id)
         return "unknown_job"
-    if job.finished:
+    # An operator's replay of a dead-lettered or failed send (admin marks it `replay=pending`) resumes it.
+    replay = job.state in (FAILED, DEAD_LETTERED) and job.get("replay") == "pending" and bool(job.get("response"))
+    if job.finished and not replay:
         return "already_sent" if job.state == DONE else "finished"
-    claim = rt.jobs.claim(KIND, job.id, rt.worker_id)
+    claim = rt.jobs.claim(KIND, job.id, rt.worker_id, allow_finished=replay)
     if not claim.won:
         if claim.reason == "finished":
             return "already_sent"
         raise JobBusy(f"payment job {job.id} is being worked by another worker")
     job = claim.job
+    if job.state == DONE:
+        rt.jobs.release(job)
+        return "already_sent"
     invoice_id = str(job.get("basware_id"))
     audit = dict(kind=KIND, basware_id=invoice_id, bc_id=job.get("bc_id"))
     body = PaymentResponse.model_validate_json(job.get("response"))
@@ -356,7 +370,8 @@ def send_payment_response(rt, message: CallbackMessage) -> str:
                             "(an earlier send's reply was lost); not sent again", **audit)
             return "already_recorded"
         job = rt.jobs.update(job, send_started=True)  # from here on, an unclear outcome is possible
-        rt.basware.send_payment_response(invoice_id, body)
+        # No blind inline retry: every retry comes back through the queue and the re-read above.
+        rt.basware.send_payment_response(invoice_id, body, max_attempts=1)
     except PermanentError as exc:
         try:
             recorded = _recorded_by_basware(rt, job)

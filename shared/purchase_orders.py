@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
-from .errors import ConnectorError
+from .errors import ConnectorError, PermanentError, TransientError
 from .jobs import job_id, utcnow
 from .payments import iso_ms, parse_time
 from .storage import SYNCSTATE
@@ -43,6 +43,7 @@ CHUNK = 100  # orders read and imported together
 OVERLAP = timedelta(minutes=5)
 WATERMARK_SCOPE = "watermark"
 ORDER_HASHES = "hash-matchingOrder-{company}"
+OK_ITEM_STATUSES = {"Success", "NotProcessed", "Warning"}
 LINE_HASHES = "hash-matchingOrderLine-{company}"
 
 
@@ -156,33 +157,65 @@ def _watermark(rt, key: str) -> datetime | None:
     return parse_time(rows[0].get("value")) if rows else None
 
 
-def import_batch(rt, path: str, records: list[dict], jid: str, *, status_wait: float = 5.0,
+def import_batch(rt, path: str, records: list[dict], jid: str, *, stamp: str, status_wait: float = 5.0,
                  sleep: Callable[[float], None] = time.sleep) -> set[str]:
-    """POST one batch; the externalCodes Basware rejected (read back from requestStatus)."""
-    request_id = rt.basware.import_records(path, records)
+    """POST one batch; the externalCodes not confirmed: refused (the whole request, or the record in
+    requestStatus) or still unknown when `status_wait` ran out. Those keep no hash: sent again.
+
+    Every record goes out with `lastUpdated` = this run's time: Basware keeps a record it refused and
+    skips an identical resend as NotProcessed (reference section 4), so a retry must differ. Only
+    changed records are sent at all (our hashes leave `lastUpdated` out), so nothing else is resent."""
+    codes = {r["externalCode"] for r in records}
+    try:
+        request_id = rt.basware.import_records(path, [{**r, "lastUpdated": stamp} for r in records])
+    except PermanentError as exc:  # e.g. a 400 schema error: one bad batch must not stop the others
+        rt.audit.record(jid, "import", "rejected", f"Basware refused {len(records)} record(s) at {path}: "
+                        f"{exc.summary()}", kind=KIND, http_status=exc.status, correlation_id=exc.correlation_id)
+        return codes
     if not request_id:
         return set()
     status, waited, pause = None, 0.0, 0.1
     while True:
-        status = rt.basware.request_status(request_id)
-        if status is None or status.request_status != "InProgress" or waited >= status_wait:
+        try:
+            status = rt.basware.request_status(request_id)
+        except TransientError:
+            status = None
+        done = status is not None and status.request_status not in ("InProgress", None) and \
+            not any(item.status == "InProgress" for item in status.items)
+        if done or waited >= status_wait:
             break
         sleep(pause)
         waited += pause
         pause = min(pause * 2, 1.0)
-    rejected = {item.external_code for item in (status.items if status else []) if item.status == "Error"}
-    if rejected:
-        errors = [f"{item.external_code}: " + "; ".join(str(e.get("message")) for e in item.errors)[:300]
-                  for item in status.items if item.status == "Error"]
-        rt.audit.record(jid, "import", "rejected", f"Basware rejected {len(rejected)} of {len(records)} record(s) "
+    if status is None:
+        rt.audit.record(jid, "import", "unconfirmed", f"requestStatus {request_id} could not be read; the "
+                        f"{len(records)} record(s) at {path} are sent again next run", kind=KIND,
+                        correlation_id=request_id)
+        return codes
+    by_code = {item.external_code: item for item in status.items}
+    request_ok = status.request_status in ("Success", "AcknowledgedSuccess")
+    refused = {c for c, item in by_code.items() if item.status == "Error"} & codes
+    unknown = set()
+    for code in codes - refused:
+        item = by_code.get(code)
+        if (item is None and not request_ok) or (item is not None and item.status not in OK_ITEM_STATUSES):
+            unknown.add(code)
+    if refused:
+        errors = [f"{c}: " + "; ".join(str(e.get("message")) for e in by_code[c].errors)[:300] for c in sorted(refused)]
+        rt.audit.record(jid, "import", "rejected", f"Basware refused {len(refused)} of {len(records)} record(s) "
                         f"at {path} (request {request_id}): " + " | ".join(errors[:10]), kind=KIND,
                         correlation_id=request_id)
-    return rejected
+    if unknown:
+        rt.audit.record(jid, "import", "unconfirmed", f"{len(unknown)} record(s) at {path} not confirmed yet "
+                        f"(requestStatus {status.request_status}); they are sent again next run", kind=KIND,
+                        correlation_id=request_id)
+    return refused | unknown
 
 
-def sync_purchase_orders(rt, now: datetime | None = None, *, force: bool = False,
+def sync_purchase_orders(rt, now: datetime | None = None, *, full_scan: bool = False,
                          status_wait: float = 5.0) -> dict[str, CompanyResult]:
-    """Per mapped company: import released orders changed since the watermark (all with `force`)."""
+    """Per mapped company: import released orders changed since the watermark (`full_scan`: read
+    every released order; unchanged ones are still not sent)."""
     now = now or utcnow()
     results: dict[str, CompanyResult] = {}
     for company_id in rt.settings.bc_companies():
@@ -193,7 +226,7 @@ def sync_purchase_orders(rt, now: datetime | None = None, *, force: bool = False
                             "(COMPANY_MAP): purchase orders not imported", kind=KIND)
             continue
         try:
-            results[company_id] = _sync_company(rt, company_id, codes[0], jid, force, status_wait)
+            results[company_id] = _sync_company(rt, company_id, codes[0], jid, full_scan, status_wait, iso_ms(now))
         except ConnectorError as exc:
             rt.audit.record(jid, "sync", "failed", f"purchase-order sync stopped: {exc.summary()}", kind=KIND,
                             http_status=exc.status, correlation_id=exc.correlation_id)
@@ -201,10 +234,11 @@ def sync_purchase_orders(rt, now: datetime | None = None, *, force: bool = False
     return results
 
 
-def _sync_company(rt, company_id: str, company_code: str, jid: str, force: bool, status_wait: float) -> CompanyResult:
+def _sync_company(rt, company_id: str, company_code: str, jid: str, full_scan: bool,
+                  status_wait: float, stamp: str) -> CompanyResult:
     result = CompanyResult()
     key = f"purchaseorders-{company_id}"
-    mark = None if force else _watermark(rt, key)
+    mark = None if full_scan else _watermark(rt, key)
     flt = "status eq 'Open'" + (f" and lastModifiedDateTime gt {iso_ms(mark - OVERLAP)}" if mark else "")
     order_hashes = _load(rt, ORDER_HASHES.format(company=company_id))
     line_hashes = _load(rt, LINE_HASHES.format(company=company_id))
@@ -227,7 +261,7 @@ def _sync_company(rt, company_id: str, company_code: str, jid: str, force: bool,
                 continue
         if chunk:
             for rejected in _import_chunk(rt, company_id, company_code, chunk, order_hashes, lines_by_order,
-                                          jid, result, status_wait):
+                                          jid, result, status_wait, stamp):
                 seen = parse_time(rejected.get("lastModifiedDateTime"))
                 if seen and (oldest_rejected is None or seen < oldest_rejected):
                     oldest_rejected = seen
@@ -249,7 +283,7 @@ def _sync_company(rt, company_id: str, company_code: str, jid: str, force: bool,
 
 def _import_chunk(rt, company_id: str, company_code: str, orders: list[dict], order_hashes: dict[str, dict],
                   lines_by_order: dict[str, list[dict]], jid: str, result: CompanyResult,
-                  status_wait: float) -> list[dict]:
+                  status_wait: float, stamp: str) -> list[dict]:
     """Import what changed in these orders; returns the orders Basware rejected (header or a line)."""
     headers: list[tuple[dict, str, dict]] = []          # (record, hash, bc order)
     lines: list[tuple[dict, str, dict, dict]] = []      # (record, hash, bc order, stored row fields)
@@ -281,7 +315,8 @@ def _import_chunk(rt, company_id: str, company_code: str, orders: list[dict], or
     table = rt.storage.table(SYNCSTATE)
     bad_orders: set[str] = set()
     for batch in batches(headers, ORDER_BATCH):
-        rejected = import_batch(rt, ORDERS_PATH, [r for r, _, _ in batch], jid, status_wait=status_wait)
+        rejected = import_batch(rt, ORDERS_PATH, [r for r, _, _ in batch], jid, stamp=stamp,
+                                status_wait=status_wait)
         for record, digest, _ in batch:
             if record["externalCode"] in rejected:
                 bad_orders.add(record["externalCode"])
@@ -293,7 +328,8 @@ def _import_chunk(rt, company_id: str, company_code: str, orders: list[dict], or
             result.orders_sent += 1
     sendable = [entry for entry in lines if entry[0]["orderExternalCode"] not in bad_orders]
     for batch in batches(sendable, LINE_BATCH):
-        rejected = import_batch(rt, LINES_PATH, [r for r, _, _, _ in batch], jid, status_wait=status_wait)
+        rejected = import_batch(rt, LINES_PATH, [r for r, _, _, _ in batch], jid, stamp=stamp,
+                                status_wait=status_wait)
         for record, digest, order, fields in batch:
             if record["externalCode"] in rejected:
                 bad_orders.add(record["orderExternalCode"])

@@ -28,6 +28,8 @@ log = logging.getLogger("ml_connector.notifications")
 
 KIND = "notification"
 IGNORED = "ignored"
+# Fail fast when storage is down and answer 503 (BC retries); the SDK's own retries take 15 s+.
+ENQUEUE_OPTIONS = {"retry_total": 0, "connection_timeout": 2, "read_timeout": 5}
 MAX_BODY = 4 * 1024 * 1024  # BC batches up to 1,000 items per POST; anything far larger is not BC
 _RESOURCE = re.compile(r"^/?(?:.*?/)?api/v2\.0/companies\(([0-9a-fA-F-]{36})\)/([A-Za-z]+)"
                        r"(?:\(([0-9a-fA-F-]{36})\))?/?$")
@@ -146,7 +148,7 @@ def handle_notification(get_runtime: Callable[[], Any], query: Mapping[str, str]
         state = rt.settings.bc_client_state.reveal() if rt.settings.bc_client_state else None
         messages, ignored = checks_for(items, state, set(c.lower() for c in rt.settings.bc_companies()))
         for message in messages:
-            rt.storage.enqueue(PAYMENT_CHECKS, message)
+            rt.storage.enqueue(PAYMENT_CHECKS, message, **ENQUEUE_OPTIONS)
         for reason in sorted(set(ignored)):
             _record_ignored(rt, reason, f"{ignored.count(reason)} item(s)")
         log.info("event=bc.notification items=%d enqueued=%d ignored=%d", len(items), len(messages), len(ignored))

@@ -151,6 +151,13 @@ def _load(rt, partition: str) -> dict[str, dict]:
     return {row["RowKey"]: dict(row) for row in rows}
 
 
+def _save(rt, rows: list[dict]) -> None:
+    """Upsert hash rows of one partition, up to 100 per table transaction."""
+    table = rt.storage.table(SYNCSTATE)
+    for chunk in batches(rows, 100):
+        table.submit_transaction([("upsert", row) for row in chunk])
+
+
 def _watermark(rt, key: str) -> datetime | None:
     rows = list(rt.storage.table(SYNCSTATE).query_entities(
         "PartitionKey eq @p and RowKey eq @k", parameters={"p": WATERMARK_SCOPE, "k": key}))
@@ -242,9 +249,9 @@ def _sync_company(rt, company_id: str, company_code: str, jid: str, full_scan: b
     flt = "status eq 'Open'" + (f" and lastModifiedDateTime gt {iso_ms(mark - OVERLAP)}" if mark else "")
     order_hashes = _load(rt, ORDER_HASHES.format(company=company_id))
     line_hashes = _load(rt, LINE_HASHES.format(company=company_id))
-    lines_by_order: dict[str, list[dict]] = {}
+    lines_by_order: dict[str, dict[str, dict]] = {}
     for row in line_hashes.values():
-        lines_by_order.setdefault(row.get("order", ""), []).append(row)
+        lines_by_order.setdefault(row.get("order", ""), {})[row["RowKey"]] = row
 
     newest, oldest_rejected = mark, None
     chunk: list[dict] = []
@@ -282,7 +289,7 @@ def _sync_company(rt, company_id: str, company_code: str, jid: str, full_scan: b
 
 
 def _import_chunk(rt, company_id: str, company_code: str, orders: list[dict], order_hashes: dict[str, dict],
-                  lines_by_order: dict[str, list[dict]], jid: str, result: CompanyResult,
+                  lines_by_order: dict[str, dict[str, dict]], jid: str, result: CompanyResult,
                   status_wait: float, stamp: str) -> list[dict]:
     """Import what changed in these orders; returns the orders Basware rejected (header or a line)."""
     headers: list[tuple[dict, str, dict]] = []          # (record, hash, bc order)
@@ -293,53 +300,54 @@ def _import_chunk(rt, company_id: str, company_code: str, orders: list[dict], or
         if order_hashes.get(record["externalCode"], {}).get("hash") != digest:
             headers.append((record, digest, order))
         current = set()
+        known = lines_by_order.get(record["externalCode"], {})
         for line in order.get("purchaseOrderLines") or []:
             mapped = map_line(line, order)
             if mapped is None:
                 continue
             current.add(mapped["externalCode"])
             line_digest = content_hash(mapped)
-            previous = next((r for r in lines_by_order.get(record["externalCode"], [])
-                             if r["RowKey"] == mapped["externalCode"]), None)
+            previous = known.get(mapped["externalCode"])
             if previous is None or previous.get("hash") != line_digest:
                 lines.append((mapped, line_digest, order, {"order": record["externalCode"],
                                                            "line_number": mapped["lineNumber"],
                                                            "quantity": str(mapped["quantity"])}))
-        for previous in lines_by_order.get(record["externalCode"], []):
+        for previous in known.values():
             if previous["RowKey"] not in current and not previous.get("deleted"):
                 gone = deleted_line(previous)
                 lines.append((gone, content_hash(gone), order, {"order": previous["order"],
                                                                 "line_number": previous["line_number"],
                                                                 "quantity": previous["quantity"],
                                                                 "deleted": True}))
-    table = rt.storage.table(SYNCSTATE)
     bad_orders: set[str] = set()
     for batch in batches(headers, ORDER_BATCH):
         rejected = import_batch(rt, ORDERS_PATH, [r for r, _, _ in batch], jid, stamp=stamp,
                                 status_wait=status_wait)
+        rows = []
         for record, digest, _ in batch:
             if record["externalCode"] in rejected:
                 bad_orders.add(record["externalCode"])
                 continue
-            row = {"PartitionKey": ORDER_HASHES.format(company=company_id), "RowKey": record["externalCode"],
-                   "hash": digest, "order_number": record["orderNumber"]}
-            table.upsert_entity(row)
-            order_hashes[record["externalCode"]] = row
-            result.orders_sent += 1
+            rows.append({"PartitionKey": ORDER_HASHES.format(company=company_id), "RowKey": record["externalCode"],
+                         "hash": digest, "order_number": record["orderNumber"]})
+        _save(rt, rows)
+        order_hashes.update((row["RowKey"], row) for row in rows)
+        result.orders_sent += len(rows)
     sendable = [entry for entry in lines if entry[0]["orderExternalCode"] not in bad_orders]
     for batch in batches(sendable, LINE_BATCH):
         rejected = import_batch(rt, LINES_PATH, [r for r, _, _, _ in batch], jid, stamp=stamp,
                                 status_wait=status_wait)
+        rows = []
         for record, digest, order, fields in batch:
             if record["externalCode"] in rejected:
                 bad_orders.add(record["orderExternalCode"])
                 continue
-            row = {"PartitionKey": LINE_HASHES.format(company=company_id), "RowKey": record["externalCode"],
-                   "hash": digest, "deleted": bool(fields.get("deleted")), **fields}
-            table.upsert_entity(row)
-            known = lines_by_order.setdefault(record["orderExternalCode"], [])
-            known[:] = [r for r in known if r["RowKey"] != row["RowKey"]] + [row]
-            result.lines_sent += 1
+            rows.append({"PartitionKey": LINE_HASHES.format(company=company_id), "RowKey": record["externalCode"],
+                         "hash": digest, "deleted": bool(fields.get("deleted")), **fields})
+        _save(rt, rows)
+        for row in rows:
+            lines_by_order.setdefault(row["order"], {})[row["RowKey"]] = row
+        result.lines_sent += len(rows)
     rejected_orders = [o for o in orders if str(o["id"]).lower() in bad_orders]
     result.rejected.extend(str(o.get("number")) for o in rejected_orders)
     return rejected_orders

@@ -52,7 +52,7 @@ def summarise_error(exc: BaseException, scrub: Callable[[str], str]) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return scrub_log(scrub(first_line))[:300]
+    return scrub_log(scrub(first_line))[:600]
 
 
 def _run(checks: dict[str, Callable[[], dict | None]], timeout: float,

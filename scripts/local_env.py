@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from sandbox import seed
+from shared.settings import DEFAULT_SCHEDULES
 
 
 def connector_env(storage_connection: str, basware_url: str, bc_url: str, **overrides: str) -> dict[str, str]:
@@ -25,6 +26,7 @@ def connector_env(storage_connection: str, basware_url: str, bc_url: str, **over
         "COMPANY_MAP": json.dumps({seed.COMPANY_CODE: seed.COMPANY_ID}),
         "DIMENSION_MAP": json.dumps(seed.DIMENSION_MAP),
         "TAX_CODE_MAP": json.dumps(seed.TAX_CODE_MAP),
+        **DEFAULT_SCHEDULES,  # the runtime resolves %POLL_SCHEDULE% etc. from app settings
     }
     env.update(overrides)
     return env

@@ -360,6 +360,8 @@ def send_payment_response(rt, message: CallbackMessage) -> str:
     if job.state == DONE:
         rt.jobs.release(job)
         return "already_sent"
+    if replay:
+        job = rt.jobs.update(job, replay="claimed")  # a stale copy of the message cannot resume it again
     invoice_id = str(job.get("basware_id"))
     audit = dict(kind=KIND, basware_id=invoice_id, bc_id=job.get("bc_id"))
     body = PaymentResponse.model_validate_json(job.get("response"))

@@ -150,3 +150,56 @@ class NotificationReceiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- the real function_app under the local host (python -m devhost) ---------------------------------------
+import httpx  # noqa: E402
+
+from sandbox import seed as _seed  # noqa: E402
+
+
+def test_the_app_answers_the_handshake_with_the_token_at_once(env, app_process):
+    app = app_process(env, "--no-timers", "--no-queues")
+    for method in ("GET", "POST"):
+        response = httpx.request(method, f"{app.base_url}/api/bc/notifications",
+                                 params={"validationToken": "Validation token: 4a7f-è+/="}, timeout=5)
+        assert response.status_code == 200
+        assert response.text == "Validation token: 4a7f-è+/="
+        assert response.headers["content-type"].startswith("text/plain")
+        assert response.elapsed.total_seconds() < 5  # BC allows 5 seconds
+
+
+def test_the_app_ignores_a_wrong_client_state_with_an_audit_row_and_still_answers_202(env, app_process, rt):
+    app = app_process(env, "--no-timers", "--no-queues")
+    body = {"value": [{"subscriptionId": "sub-x", "clientState": "not-the-secret", "changeType": "updated",
+                       "resource": f"api/v2.0/companies({_seed.COMPANY_ID})/purchaseInvoices({DOC})",
+                       "expirationDateTime": "2026-11-24T10:00:00Z", "lastModifiedDateTime": "2026-11-21T10:00:00Z"}]}
+    response = httpx.post(f"{app.base_url}/api/bc/notifications", json=body, timeout=10)
+    assert response.status_code == 202
+    assert rt.storage.queue("payment-checks").peek_messages(max_messages=5) == []
+    ignored = rt.jobs.list("notification", "ignored")
+    assert len(ignored) == 1 and "clientState does not match" in ignored[0].last_error
+    trail = rt.audit.trail(ignored[0].id)
+    assert trail and trail[-1]["outcome"] == "ignored"
+    assert "not-the-secret" not in json.dumps([dict(r) for r in trail], default=str)
+
+
+def test_the_app_answers_202_not_400_to_a_body_that_is_not_json(env, app_process, rt):
+    app = app_process(env, "--no-timers", "--no-queues")
+    response = httpx.post(f"{app.base_url}/api/bc/notifications", content=b"{not json",
+                          headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 202  # a 400 would make BC delete the subscription
+    assert any("not JSON" in (j.last_error or "") for j in rt.jobs.list("notification", "ignored"))
+
+
+def test_a_valid_notification_enqueues_one_payment_check_per_document(env, app_process, rt):
+    app = app_process(env, "--no-timers", "--no-queues")
+    item = {"subscriptionId": "sub-1", "clientState": _seed.BC_CLIENT_STATE, "changeType": "updated",
+            "resource": f"api/v2.0/companies({_seed.COMPANY_ID})/purchaseInvoices({DOC})",
+            "expirationDateTime": "2026-11-24T10:00:00Z", "lastModifiedDateTime": "2026-11-21T10:00:00Z"}
+    response = httpx.post(f"{app.base_url}/api/bc/notifications", json={"value": [item, dict(item)]}, timeout=10)
+    assert response.status_code == 202
+    [queued] = rt.storage.queue("payment-checks").peek_messages(max_messages=5)
+    message = json.loads(queued.content)
+    assert (message["document_id"], message["company_id"], message["source"]) == (DOC, _seed.COMPANY_ID,
+                                                                                  "notification")

@@ -185,7 +185,9 @@ def find_posted_document(rt, bc_document_id: str) -> PostedDocument | None:
         row = None
     if row is not None:
         job = rt.jobs.get(INVOICE_KIND, row["invoice_job_id"])
-        return _posted_from_job(job) if job else None
+        # the same invoice job may have moved on to another BC document (a re-transferred invoice)
+        if job is not None and str(job.get("bc_id") or "").lower() == key:
+            return _posted_from_job(job)
     jobs_table = rt.storage.table(JOBS)
     for candidate in {bc_document_id, key}:
         for entity in jobs_table.query_entities("PartitionKey eq @kind and bc_id eq @id",

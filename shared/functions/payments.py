@@ -8,10 +8,11 @@ import azure.functions as func
 
 from shared import notifications
 from shared.jobs import utcnow
-from shared.storage import PAYMENT_CHECKS
+from shared.storage import PAYMENT_CHECKS, POISON_SUFFIX
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.payments")
+CONNECTION = "AzureWebJobsStorage"
 
 
 def _runtime():
@@ -31,7 +32,7 @@ def bc_notifications(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("payment_checks")
-@bp.queue_trigger(arg_name="msg", queue_name=PAYMENT_CHECKS, connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name=PAYMENT_CHECKS, connection=CONNECTION)
 def payment_checks(msg: func.QueueMessage) -> None:
     from pydantic import ValidationError
 
@@ -51,16 +52,17 @@ def payment_checks(msg: func.QueueMessage) -> None:
 
 
 @bp.function_name("payment_checks_poison")
-@bp.queue_trigger(arg_name="msg", queue_name=f"{PAYMENT_CHECKS}-poison", connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name=PAYMENT_CHECKS + POISON_SUFFIX, connection=CONNECTION)
 def payment_checks_poison(msg: func.QueueMessage) -> None:
     from shared.deadletter import dead_letter
 
     dead_letter(_runtime(), PAYMENT_CHECKS, msg.get_body().decode("utf-8", errors="replace"),
-                f"payment check failed {msg.dequeue_count or 'too many'} times")
+                "retries exhausted: the payment check kept failing")
 
 
 @bp.function_name("payment_poll")
-@bp.timer_trigger(arg_name="timer", schedule="%PAYMENT_SCHEDULE%", run_on_startup=False)
+@bp.timer_trigger(arg_name="timer", schedule="%PAYMENT_SCHEDULE%", run_on_startup=False,
+                  use_monitor=True)
 def payment_poll(timer: func.TimerRequest) -> None:
     from shared.payments import poll_payments
 
@@ -68,7 +70,8 @@ def payment_poll(timer: func.TimerRequest) -> None:
 
 
 @bp.function_name("bc_subscriptions")
-@bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_SCHEDULE%", run_on_startup=False)
+@bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_SCHEDULE%", run_on_startup=False,
+                  use_monitor=True)
 def bc_subscriptions(timer: func.TimerRequest) -> None:
     from shared.subscriptions import ensure_subscriptions
 
@@ -76,7 +79,8 @@ def bc_subscriptions(timer: func.TimerRequest) -> None:
 
 
 @bp.function_name("purchase_order_sync")
-@bp.timer_trigger(arg_name="timer", schedule="%PO_SYNC_SCHEDULE%", run_on_startup=False)
+@bp.timer_trigger(arg_name="timer", schedule="%PO_SYNC_SCHEDULE%", run_on_startup=False,
+                  use_monitor=True)
 def purchase_order_sync(timer: func.TimerRequest) -> None:
     from shared.purchase_orders import sync_purchase_orders
 

@@ -7,18 +7,21 @@ so a record that disappears from BC can still be sent inactive with all its requ
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
+                                   ServiceRequestError, ServiceResponseError)
 from azure.data.tables import UpdateMode
 
 from .masterdata_mapping import Pending
 from .storage import SYNCSTATE, Storage
 
 TRANSACTION_SIZE = 100          # Table Storage's limit per entity-group transaction
+SUBMIT_ATTEMPTS = 3
 MAX_BODY_CHARS = 30_000         # a string property holds 64 KiB of UTF-16
 
 
@@ -81,7 +84,16 @@ class HashStore:
 
     def _submit(self, ops: list) -> None:
         for start in range(0, len(ops), TRANSACTION_SIZE):
-            self._table.submit_transaction(ops[start:start + TRANSACTION_SIZE])
+            chunk = ops[start:start + TRANSACTION_SIZE]
+            for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+                try:
+                    self._table.submit_transaction(chunk)
+                    break
+                except (ServiceRequestError, ServiceResponseError):
+                    # a lost answer: upserts are idempotent, so sending the transaction again is safe
+                    if attempt == SUBMIT_ATTEMPTS:
+                        raise
+                    time.sleep(0.2 * attempt)
 
 
 class CompanyLease:

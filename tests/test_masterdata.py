@@ -321,3 +321,58 @@ def test_hash_rows_live_in_syncstate_keyed_by_entity_company_and_external_code(r
     row = next(r for r in rows if r["RowKey"] == ext("V", "V10010"))
     assert len(row["hash"]) == 64 and row["active"] is True
     assert json.loads(row["body"]) == basware_sandbox.vendors[ext("V", "V10010")]
+
+
+def test_basware_down_stops_the_run_after_two_failed_requests_and_the_next_run_sends_everything(
+        rt, basware_sandbox, bc_sandbox):
+    basware_sandbox.faults.add("^/v1/(vendors|accounts)$", count=1000, status=503)
+
+    down = sync(rt)
+
+    assert down.status == "failed" and down.retryable
+    assert down.totals.requests == 2  # vendors, then accounts: not every batch of every entity
+    assert [e.status for e in down.entities] == ["partial", "failed", "not_run", "not_run", "not_run"]
+    assert basware_sandbox.vendors == {}
+    basware_sandbox.faults.clear()
+
+    up = sync(rt)
+
+    assert up.status == "ok" and up.totals.sent == len(seed.vendors()) + len(POSTING) + ALL_VALUES
+
+
+def test_a_bc_company_without_a_basware_company_code_is_skipped_with_a_reason(env, basware_sandbox, bc_sandbox):
+    from shared.runtime import build_runtime
+    from shared.settings import load_settings
+
+    unmapped = {k: v for k, v in env.items() if k != "COMPANY_MAP"}  # default: {"*": BC_COMPANY_ID}
+    runtime = build_runtime(load_settings(unmapped))
+    try:
+        summary = masterdata.sync_all(runtime, options=FAST)
+    finally:
+        runtime.close()
+    assert summary.status == "skipped" and "COMPANY_MAP" in summary.errors[0]
+    assert imports(basware_sandbox) == []
+
+
+def test_one_run_per_company_at_a_time(storage_connection_string):
+    from shared.masterdata_state import CompanyLease
+    from shared.storage import Storage
+
+    storage = Storage(storage_connection_string)
+    first = CompanyLease(storage, "lease-test-company", "worker-a", seconds=60)
+    second = CompanyLease(storage, "lease-test-company", "worker-b", seconds=60)
+    assert first.acquire() and not second.acquire()
+    first.release()
+    assert second.acquire()
+    second.release()
+
+
+def test_benchmark_small_mode_prints_its_figures(capsys):
+    from bench.masterdata import main
+
+    figures = main(["--small", "--no-memory"])
+
+    printed = capsys.readouterr().out
+    assert "records/s" in printed and "no-change run: 0 master-data requests" in printed
+    assert figures["nochange_requests"] == 0 and figures["one_change_sent"] == 1
+    assert figures["initial_records"] == figures["vendors"] + figures["accounts"] + figures["dimension_values"]

@@ -29,20 +29,21 @@ class CachedTokenProvider:
         self._lock = threading.Lock()
         self._token: Secret | None = None
         self._expires_at = 0.0
+        self._margin = refresh_margin
         self.fetches = 0
 
     def token(self) -> str:
         current = self._token
-        if current is not None and self._clock() < self._expires_at - self.refresh_margin:
+        if current is not None and self._clock() < self._expires_at - self._margin:
             return current.reveal()
         with self._lock:  # single flight: concurrent callers wait for one fetch
-            if self._token is None or self._clock() >= self._expires_at - self.refresh_margin:
+            if self._token is None or self._clock() >= self._expires_at - self._margin:
                 value, lifetime = self._fetch()
                 self.fetches += 1
                 self._token = Secret(value)
-                # A lifetime shorter than the margin (tests, odd tenants) still gets half its life.
-                margin = min(self.refresh_margin, lifetime / 2)
-                self._expires_at = self._clock() + lifetime - (self.refresh_margin - margin)
+                # A lifetime shorter than twice the margin (tests, odd tenants) is used for half its life.
+                self._margin = min(self.refresh_margin, lifetime / 2)
+                self._expires_at = self._clock() + lifetime
             return self._token.reveal()
 
     def invalidate(self, token: str) -> None:

@@ -312,7 +312,24 @@ class BcSandbox(SandboxApp):
             return self._orders(req, company, key, rest, ctx + name)
         if name in MASTER_SETS:
             return self._master(req, company, name, key, rest, ctx + name)
+        if name == "companyInformation" and not rest:
+            return self._company_information(req, company, key, ctx + name)
         raise E.no_resource(req.path)
+
+    def _company_information(self, req: Request, company: Company, key, ctx: str) -> Response:
+        """GET companyInformation: one record; `currencyCode` is the company's LCY (the invoice flow
+        sends that currency as blank, reference 8.6). Read-only here (BC allows PATCH)."""
+        self._only(req, "GET", "companyInformation")
+        info = {"@odata.etag": etag_of(1), "id": company.id, "displayName": company.name, "addressLine1": "",
+                "addressLine2": "", "city": "", "state": "", "country": "", "postalCode": "", "phoneNumber": "",
+                "faxNumber": "", "email": "", "website": "", "taxRegistrationNumber": "",
+                "currencyCode": seed.LCY, "currentFiscalYearStartDate": "2026-01-01", "industry": "",
+                "lastModifiedDateTime": "2026-01-01T00:00:00Z"}
+        if key is not None:
+            if key.lower() != company.id:
+                raise E.record_not_found("Company Information", f"Id='{key}'")
+            return Response.json({"@odata.context": ctx + "/$entity", **info})
+        return Response.json({"@odata.context": ctx, "value": [info]})
 
     # -- generic responses -------------------------------------------------------------------------------
     @staticmethod

@@ -5,13 +5,12 @@
 """
 from __future__ import annotations
 
-from .invoice_flow import LEASE_SECONDS
 from .models.messages import CallbackMessage
-from .transfer_responses import send_transfer_response
+from .transfer_responses import SENDER_LEASE_SECONDS, send_transfer_response
 
 
 def handle_callback(rt, message: CallbackMessage, dequeue_count: int = 1, max_dequeue_count: int = 5, *,
-                    lease_seconds: float = LEASE_SECONDS) -> str:
+                    lease_seconds: float = SENDER_LEASE_SECONDS) -> str:
     if message.kind == "transfer":
         return send_transfer_response(rt, message, dequeue_count, max_dequeue_count, lease_seconds=lease_seconds)
     if message.kind == "payment":

@@ -319,7 +319,8 @@ class _Transfer:
         if drafts:
             draft = drafts[0]
             self.update(state=DRAFT_CREATED, bc_id=draft.id, bc_entity=ids.entity, bc_round=self.round,
-                        bc_etag=draft.etag or "", bc_number=draft.number or "", vendor_number=mapped.vendor_number,
+                        bc_etag=draft.etag or "", bc_number=draft.number or "", draft_deleted=False,
+                        vendor_number=mapped.vendor_number,
                         vendor_document_number=mapped.vendor_document_number)
             self.audit("find_document", "reuse", f"reusing draft {draft.number} from an earlier attempt")
             return draft
@@ -358,9 +359,11 @@ class _Transfer:
                     else random.random() * min(retry.backoff_max, retry.backoff_base * 2 ** (attempt - 1))
                 self.audit("create_draft", "retry", exc.summary(), exc=exc)
                 time.sleep(wait)
+                self.update()  # still ours: renew the lease
         try:
             self.update(state=DRAFT_CREATED, bc_id=draft.id, bc_entity=ids.entity, bc_round=self.round,
-                        bc_etag=draft.etag or "", bc_number=draft.number or "", vendor_number=mapped.vendor_number,
+                        bc_etag=draft.etag or "", bc_number=draft.number or "", draft_deleted=False,
+                        vendor_number=mapped.vendor_number,
                         vendor_document_number=mapped.vendor_document_number)
         except JobConflict:
             # another worker took the job over while BC was slow: it must not find our draft as an orphan

@@ -25,10 +25,13 @@ from .storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS
 log = logging.getLogger("ml_connector.invoices")
 
 SEND_ATTEMPTS = 3
+# Longer than one send can take (the client's 30 s timeout, no inline retries): a worker that takes
+# the job over must never do so while an earlier send is still in flight.
+SENDER_LEASE_SECONDS = 2 * LEASE_SECONDS + 15
 
 
 def send_transfer_response(rt, message: CallbackMessage, dequeue_count: int = 1, max_dequeue_count: int = 5,
-                           *, lease_seconds: float = LEASE_SECONDS) -> str:
+                           *, lease_seconds: float = SENDER_LEASE_SECONDS) -> str:
     job = rt.jobs.get(KIND, message.job_id)
     if job is None:
         log.warning("event=transfer_response.no_job job=%s", message.job_id)

@@ -16,11 +16,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from .jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, JobStore
+from .telemetry import log_context, log_event
+
+log = logging.getLogger("ml_connector.admin")
 
 PENDING_FOR = timedelta(minutes=15)
 REPLAYABLE = frozenset({FAILED, DEAD_LETTERED})
@@ -147,6 +151,13 @@ def replay_pending(job: Job, now: datetime) -> bool:
 def replay_record(rt, kind: str, id: str, *, requested_by: str = "operator",
                   now: Callable[[], datetime] = _utcnow) -> ReplayOutcome:
     """Re-enqueue a failed or dead-lettered job's stored message. Safe to call twice."""
+    with log_context(job_id=id, kind=kind):
+        outcome = _replay(rt, kind, id, requested_by, now)
+        log_event(log, "admin.replay", status=outcome.status, by=requested_by)
+        return outcome
+
+
+def _replay(rt, kind: str, id: str, requested_by: str, now: Callable[[], datetime]) -> ReplayOutcome:
     jobs: JobStore = rt.jobs
     for _ in range(5):
         job = jobs.get(kind, id)

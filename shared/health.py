@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import metrics
 from .audit import Scrubber
 from .errors import ConnectorError
 from .telemetry import log_event, scrub as scrub_log
@@ -107,7 +108,7 @@ def _company_check(bc, company_id: str, timeout: float) -> Callable[[], dict]:
 
 
 def check_health(rt, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    """`{status, failed, checks: {name: {ok, ms, error?}}, ms}`; status is "ok" or "unhealthy"."""
+    """`{status, failed, checks: {name: {ok, ms, error?}}, ms, counters}`; status "ok" or "unhealthy"."""
     started = time.monotonic()
     checks: dict[str, Callable[[], dict | None]] = {
         "storage": lambda: rt.storage.ping(),
@@ -119,7 +120,8 @@ def check_health(rt, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     results = _run(checks, timeout, Scrubber(rt.settings.secret_values()))
     failed = [name for name, result in results.items() if not result.ok]
     report = {"status": "unhealthy" if failed else "ok", "failed": failed,
-              "checks": {name: result.as_dict() for name, result in results.items()}, "ms": _ms(started)}
+              "checks": {name: result.as_dict() for name, result in results.items()}, "ms": _ms(started),
+              "counters": metrics.REGISTRY.snapshot()}  # this instance, since it started
     if failed:
         log_event(log, "health.failed", logging.WARNING, failed=",".join(failed))
     return report

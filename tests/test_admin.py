@@ -214,7 +214,7 @@ def cli(env: dict, *args: str) -> tuple[int, str]:
 
 
 def test_the_cli_lists_shows_and_replays_directly_against_storage(env, rt, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no local.settings.json here: settings come from the environment only
+    monkeypatch.chdir(tmp_path)  # no local.settings.json yet: settings come from the environment only
     jid = poison(rt, "inv-cli").id
 
     code, out = cli(env, "records", "list", "--kind", "invoice", "--status", "dead-lettered")
@@ -232,15 +232,11 @@ def test_the_cli_lists_shows_and_replays_directly_against_storage(env, rt, tmp_p
     assert cli(env, "records", "replay", "invoice", "nope")[0] == 1
     assert queued(rt, INVOICE_TRANSFERS) == 1
 
-
-def test_the_cli_reads_settings_from_local_settings_json(env, rt, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    # settings from local.settings.json where the environment has none
     (tmp_path / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": env}))
-    poison(rt, "inv-local-settings")
     code, out = cli({}, "records", "list", "--status", "dead_lettered")
     assert code == 0 and "1 record(s)" in out
-    code, _ = cli({}, "--settings", str(tmp_path / "missing.json"), "records", "list")
-    assert code == 1
+    assert cli({}, "--settings", str(tmp_path / "missing.json"), "records", "list")[0] == 1
 
 
 def test_masterdata_sync_from_the_cli(env, rt, basware_sandbox, bc_sandbox, tmp_path, monkeypatch):
@@ -262,12 +258,20 @@ devhost_available = pytest.mark.skipif(importlib.util.find_spec("devhost.host") 
 @devhost_available
 def test_the_records_routes_and_the_cli_against_a_running_app(env, rt, app_process, basware_sandbox, bc_sandbox):
     (doc,) = only(basware_sandbox, seed.approved_invoices(1))
-    jid = poison(rt, doc["invoiceId"]).id
+    jid = invoice_id_of(doc)
     app = app_process({**env, "DEVHOST_FUNCTION_KEY": "ops-key"}, "--no-timers")
     api = httpx.Client(base_url=f"{app.base_url}/api", headers={"x-functions-key": "ops-key"}, timeout=30)
-
     assert httpx.get(f"{app.base_url}/api/admin/records").status_code == 401  # function key required
-    listed = api.get("/admin/records", params={"kind": "invoice", "status": "dead_lettered"})
+
+    # a message the runtime gave up on lands on the poison queue; the app's poison trigger makes it a job
+    rt.storage.enqueue(INVOICE_TRANSFERS + POISON_SUFFIX, InvoiceTransferMessage(invoice_id=doc["invoiceId"]))
+    deadline = time.monotonic() + 20
+    listed = None
+    while time.monotonic() < deadline:
+        listed = api.get("/admin/records", params={"kind": "invoice", "status": "dead-lettered"})
+        if listed.json()["records"]:
+            break
+        time.sleep(0.2)
     assert listed.status_code == 200 and [r["id"] for r in listed.json()["records"]] == [jid]
     shown = api.get(f"/admin/records/invoice/{jid}")
     assert shown.status_code == 200 and shown.json()["trail"][0]["step"] == "dead_letter"

@@ -70,17 +70,6 @@ def test_old_finished_jobs_and_their_trails_go_while_unfinished_and_dead_lettere
     assert (again.jobs_deleted, again.audit_rows_deleted) == (0, 0)
 
 
-def test_retention_days_come_from_the_setting(fresh_azurite, env):
-    rt = build_runtime(load_settings({**env, "RETENTION_DAYS": "30"}))
-    try:
-        write_job(rt, "invoice", "month-old", DONE, 31)
-        write_job(rt, "invoice", "fresh", FAILED, 29)
-        report = purge(rt, now=lambda: NOW)
-    finally:
-        rt.close()
-    assert report.jobs_deleted == 1 and rt.jobs.get("invoice", "fresh") is not None
-
-
 def test_a_job_touched_during_the_run_is_not_deleted(store, monkeypatch):
     rt = store
     write_job(rt, "invoice", "replayed", FAILED, 500)
@@ -97,13 +86,19 @@ def test_a_job_touched_during_the_run_is_not_deleted(store, monkeypatch):
     assert rt.jobs.get("invoice", "replayed") is not None and trail(rt, "replayed") == ["step0", "step1"]
 
 
-def test_the_retention_timer_runs_on_its_setting_and_purges(store, monkeypatch):
-    rt = store
+def test_the_retention_timer_runs_on_its_schedule_setting_and_keeps_retention_days(fresh_azurite, env,
+                                                                                      monkeypatch):
     timer = next(f for f in operations.bp._function_builders if f._function.get_function_name() == "retention")
     (trigger,) = [b for b in timer._function.get_bindings() if b.type == "timerTrigger"]
     assert trigger.schedule == "%RETENTION_SCHEDULE%"
 
-    write_job(rt, "invoice", "ancient", DONE, 1000)
-    monkeypatch.setattr("shared.runtime._runtime", rt)
-    operations.retention(TimerRequest(past_due=False))
-    assert rt.jobs.get("invoice", "ancient") is None and trail(rt, "ancient") == []
+    rt = build_runtime(load_settings({**env, "RETENTION_DAYS": "30"}))
+    try:
+        write_job(rt, "invoice", "month-old", DONE, 31)
+        write_job(rt, "invoice", "fresh", FAILED, 29)
+        monkeypatch.setattr("shared.runtime._runtime", rt)  # what runtime() hands the trigger
+        operations.retention(TimerRequest(past_due=False))
+    finally:
+        rt.close()
+    assert rt.jobs.get("invoice", "month-old") is None and trail(rt, "month-old") == []
+    assert rt.jobs.get("invoice", "fresh") is not None and trail(rt, "fresh") == ["step0", "step1"]

@@ -1,6 +1,7 @@
 """Triggers of operations: health, the admin records API and the retention timer (issue 7).
 
-- `GET /api/health` (function key): 200 when every check passes, 503 naming what failed.
+- `GET /api/health` (function key): 200 when every check passes, 503 naming what failed (plus this
+  instance's counters: posted, failed, dead_lettered, done, retries, throttled).
 - `GET /api/admin/records?kind=&status=&limit=` (function key): jobs by flow and state.
 - `GET /api/admin/records/{kind}/{id}` (function key): one job with its whole audit trail.
 - `POST /api/admin/records/{kind}/{id}/replay` (function key): re-enqueue a failed or
@@ -72,8 +73,6 @@ def admin_record_replay(req: func.HttpRequest) -> func.HttpResponse:
 
     outcome = replay_record(_runtime(), req.route_params.get("kind", ""), req.route_params.get("id", ""),
                             requested_by="operator (HTTP)")
-    log.info("event=admin.replay kind=%s job_id=%s status=%s", req.route_params.get("kind"),
-             req.route_params.get("id"), outcome.status)
     return _json(outcome.as_dict(), outcome.http_status)
 
 

@@ -80,6 +80,26 @@ def current_context() -> dict[str, str]:
     return dict(_context.get())
 
 
+_MESSAGE_IDS = (("invoice_id", "invoice_id"), ("document_id", "bc_id"), ("company_id", "bc_company_id"),
+                ("task_id", "task_id"), ("source", "source"))
+
+
+def message_context(queue: str, body: str | bytes, **extra: Any) -> contextlib.AbstractContextManager:
+    """`log_context` for one queue message: its job id (as the dead letters derive it) and the ids it
+    carries. For queue triggers: `with message_context(INVOICE_TRANSFERS, msg.get_body()): ...`."""
+    from .admin import parse_message
+    from .deadletter import job_for_message  # the one place that maps messages to jobs
+
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    message = parse_message(text)
+    kind, job = job_for_message(queue, message, text)
+    fields = {"job_id": job, "kind": kind, "queue": queue}
+    for key, name in _MESSAGE_IDS:
+        if message and message.get(key):
+            fields[name] = str(message[key])
+    return log_context(**fields, **extra)
+
+
 # -- the scrubbing safety net ---------------------------------------------------------------------
 def protect(values: Iterable[str | None]) -> None:
     """Register secret values that must never reach a log handler (and install the hook)."""

@@ -82,6 +82,23 @@ def test_contexts_nest_and_stay_with_their_own_thread(lines):
     assert kv(a=1, b="two words", c=None, d='say "hi"') == 'a=1 b="two words" d="say \\"hi\\""'
 
 
+def test_a_queue_message_binds_the_ids_of_the_job_it_works(lines):
+    from shared.models.messages import PaymentCheckMessage
+
+    log = logging.getLogger("ml_connector.test")
+    body = InvoiceTransferMessage(invoice_id="inv-42", source="replay").model_dump_json().encode()
+    with telemetry.message_context("invoice-transfers", body, dequeue_count=2):
+        log.info("event=working")
+    check = PaymentCheckMessage(company_id=seed.COMPANY_ID, document_id="bc-doc-1").model_dump_json()
+    with telemetry.message_context("payment-checks", check):
+        log.info("event=checking")
+    text = lines()
+    assert (f"INFO ml_connector.test event=working job_id={job_id('invoice', 'inv-42')} kind=invoice "
+            "queue=invoice-transfers invoice_id=inv-42 source=replay dequeue_count=2") in text
+    assert (f"INFO ml_connector.test event=checking job_id={job_id('payment', 'bc-doc-1')} kind=payment "
+            f"queue=payment-checks bc_id=bc-doc-1 bc_company_id={seed.COMPANY_ID} source=poll") in text
+
+
 def test_secret_values_are_masked_wherever_they_appear_in_a_record(lines):
     telemetry.protect(["s3cret-for-telemetry-test"])
     log = logging.getLogger("azure.some.sdk")  # not only our own loggers

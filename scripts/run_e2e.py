@@ -42,22 +42,28 @@ def say(text: str) -> None:
 def progress(label: str, done: int, total: int) -> None:
     width = 30
     filled = int(width * done / total) if total else width
-    sys.stdout.write(f"\r  {label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    bar = f"  {label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+    if sys.stdout.isatty():
+        sys.stdout.write("\r" + bar + ("\n" if done >= total else ""))
+    else:
+        sys.stdout.write(bar + "\n")
     sys.stdout.flush()
-    if done >= total:
-        sys.stdout.write("\n")
 
 
 def wait_until(check, timeout: float, label: str, total: int) -> bool:
+    """Poll `check()` (how many are done) until all are, showing progress when it changes."""
     deadline = time.monotonic() + timeout
-    done = 0
+    shown = -1
     while time.monotonic() < deadline:
         done = check()
-        progress(label, done, total)
+        if done != shown:
+            progress(label, done, total)
+            shown = done
         if done >= total:
             return True
-        time.sleep(0.5)
-    sys.stdout.write("\n")
+        time.sleep(0.25)
+    if sys.stdout.isatty():
+        sys.stdout.write("\n")
     return False
 
 
@@ -141,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         client = httpx.Client(base_url=app.url, headers={"x-functions-key": key}, timeout=120)
         stack.callback(client.close)
         health = client.get("/api/health")
-        say(f"    {app.url} is up; GET /api/health -> {health.status_code} "
-            f"({', '.join(f'{k}: {'ok' if v.get('ok') else 'FAILED'}' for k, v in health.json().get('checks', {}).items())})")
+        checks = ", ".join(f"{name}: {'ok' if check.get('ok') else 'FAILED'}"
+                           for name, check in health.json().get("checks", {}).items())
+        say(f"    {app.url} is up; GET /api/health -> {health.status_code} ({checks})")
 
         say("3/7 Registering the Basware webhook (Basware sends a signed ConnectionTest first)")
         from shared.basware_client import BaswareClient
@@ -194,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
         say("7/7 Report (as the sandboxes recorded it)")
         report = build_report(basware, bc, all_ids, imported, app.url)
+        report["recorded"] = recorded_calls(basware, bc)
+        report["audit_folder"] = str(save_audit_trails(azurite.connection_string, report))
         print_report(report)
         report.update(completed=bool(ok and paid_ok), seconds=round(time.monotonic() - started, 1),
                       masterdata_response=md_summary)
@@ -206,7 +215,42 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def save_audit_trails(connection_string: str, report: dict) -> Path:
+    """Each invoice's audit trail as a JSON file, so it can be read after the run's storage is gone."""
+    from shared.audit import AuditLog
+    from shared.storage import Storage
+
+    folder = ROOT / ".run" / "audit"
+    folder.mkdir(parents=True, exist_ok=True)
+    audit = AuditLog(Storage(connection_string))
+    for row in report["posted"] + report["failed"]:
+        trail = audit.trail(row["jobId"])
+        name = f"{row['invoiceNumber']}-{row['invoiceId'][:8]}.json"
+        (folder / name).write_text(json.dumps(trail, indent=2, default=str))
+    return folder
+
+
+def recorded_calls(basware, bc) -> dict:
+    """What the sandboxes' call logs saw, independently of document state (the tests cross-check)."""
+    def count(app, method, path, status=None, body=None):
+        calls = app.calls.find(method=method, path=path, status=status)
+        return sum(1 for c in calls if body is None or (isinstance(c.body, dict) and body(c.body)))
+
+    return {
+        "basware_successful_transfer_responses": count(basware, "POST", r"/transferResponses$", 200,
+                                                       lambda b: b.get("success") is True),
+        "basware_failed_transfer_responses": count(basware, "POST", r"/transferResponses$", 200,
+                                                   lambda b: b.get("success") is False),
+        "basware_payment_responses": count(basware, "POST", r"/paymentResponses$", 200),
+        "bc_posts": count(bc, "POST", r"Microsoft\.NAV\.post$", 204),
+        "bc_drafts_created": count(bc, "POST", r"/purchase(Invoices|CreditMemos)$", 201),
+        "bc_drafts_deleted": count(bc, "DELETE", r"/purchase(Invoices|CreditMemos)\(", 204),
+    }
+
+
 def build_report(basware, bc, invoice_ids: list[str], imported: dict, app_url: str) -> dict:
+    from shared.jobs import job_id
+
     posted, failed, payments = [], [], []
     for invoice_id in invoice_ids:
         doc = basware.document(invoice_id)
@@ -215,6 +259,7 @@ def build_report(basware, bc, invoice_ids: list[str], imported: dict, app_url: s
         row = {"invoiceId": invoice_id, "invoiceNumber": doc.get("invoiceNumber"), "supplier": doc.get("supplierCode"),
                "gross": str(doc.get("grossSum")), "status": doc.get("processingStatus"),
                "transferResponses": len(responses)}
+        row["jobId"] = job_id("invoice", invoice_id)
         if last.get("success"):
             posted.append({**row, "bcNumber": last.get("voucherNumber1")})
         else:
@@ -226,8 +271,9 @@ def build_report(basware, bc, invoice_ids: list[str], imported: dict, app_url: s
     drafts = [d for d in bc.documents.values() if d.status == "Draft"]
     return {"posted": posted, "failed": failed, "payments": payments, "masterdata": imported,
             "bc_posted_documents": len(bc_posted), "bc_drafts_left": len(drafts),
-            "audit_hint": f"GET {app_url}/api/admin/records/invoice/<job id>  or  "
-                          "python -m shared.cli records list --kind invoice"}
+            "audit_hint": (f"GET {app_url}/api/admin/records/invoice/<jobId> (function key), e.g. "
+                           f"{app_url}/api/admin/records/invoice/{(failed or posted)[0]['jobId']}; or against "
+                           "storage: python -m shared.cli records show invoice <jobId>") if (failed or posted) else ""}
 
 
 def print_report(report: dict) -> None:
@@ -242,7 +288,8 @@ def print_report(report: dict) -> None:
         say(f"    {p['invoiceNumber']:<22} paid {p['paidTotal']:>12} on {p['paymentDate']}")
     say("\n  Master data imported into Basware: " + ", ".join(f"{v} {k}" for k, v in report["masterdata"].items()))
     say(f"  BC: {report['bc_posted_documents']} posted documents, {report['bc_drafts_left']} drafts left behind")
-    say(f"  Each record's audit trail: {report['audit_hint']}")
+    say(f"  Each record's audit trail: {report['audit_folder']}/<invoice number>-<id>.json (oldest step first);")
+    say(f"    while the app runs: {report['audit_hint']}")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ class Metrics:
             return
         if new in (FAILED, DEAD_LETTERED, DONE):
             self.add(new, kind=kind)
+        if kind == "invoice" and new == FAILED:
+            # infra/app/alerts.bicep alerts on this line ("failed transfers")
+            log.warning("event=transfer.failed job=%s", job_id)
 
     def observe_audit(self, row: dict) -> None:
         if row.get("kind") == "invoice" and row.get("step") == "post" and row.get("outcome") == "ok":

@@ -8,7 +8,8 @@ Starts its own Azurite and both sandboxes in this process (real HTTP on 127.0.0.
 bulk, then measures:
 1. the initial import: records per second, requests per endpoint, requestStatus reads;
 2. a run with no change in BC: its requests (goal: 0);
-3. peak memory of a second initial import (fresh Azurite and Basware) under tracemalloc, and the
+3. the same import with the hash rows in a dict, to show how much of the time is Azurite's;
+4. peak memory of another initial import (fresh Azurite and Basware) under tracemalloc, and the
    process's ru_maxrss. The sandboxes live in this process too, so the traced peak includes their
    stores; "retained" is what is still allocated after the run (mostly the Basware sandbox's
    copies of every record), and "transient" = peak - retained approximates the connector's own
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
 import resource
 import sys
 import time
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import machine, machine_line, mb, proc_cpu_seconds  # noqa: E402
 from sandbox import seed  # noqa: E402
 from sandbox.basware import BaswareSandbox  # noqa: E402
 from sandbox.bc import BcSandbox  # noqa: E402
@@ -45,12 +45,12 @@ from shared.settings import load_settings  # noqa: E402
 
 MASTERDATA_PATHS = ("/v1/vendors", "/v1/accounts", "/v1/costCenters", "/v2/projects", "/v1/lists/")
 _STATE: "_StateWriteClock"
-SMALL = {"vendors": 450, "accounts": 200, "dimension_values": 600}
+SMALL = {"vendors": 250, "accounts": 100, "dimension_values": 150}
 FULL = {"vendors": 10_000, "accounts": 5_000, "dimension_values": 20_000}
 
 
 def _mb(n: float) -> str:
-    return f"{n / 1_048_576:.1f} MB"
+    return mb(n)
 
 
 def _maxrss() -> int:
@@ -71,6 +71,7 @@ class _Env:
         self.basware.base_url = self._server.base_url
         env = connector_env(self.azurite.connection_string, self.basware.base_url, bc.base_url)
         self.rt = build_runtime(load_settings(env))
+        self.cpu = (0.0, 0.0)
 
     @staticmethod
     def last_seq(sandbox) -> int:
@@ -109,12 +110,45 @@ class _StateWriteClock:
         HashStore._submit = self._original
 
 
+class _MemoryHashStore(HashStore):
+    """Hash rows in a dict instead of Table Storage: only to show how much of the initial import's
+    time is Azurite's (the product always uses `syncstate`)."""
+
+    rows: dict = {}
+
+    def load(self):
+        from shared.masterdata_state import Stored
+        return {k: Stored(v["hash"], v["active"], v.get("refused", "")) for k, v in
+                self.rows.get(self.partition, {}).items()}
+
+    def body(self, external_code):
+        return self.rows.get(self.partition, {}).get(external_code, {}).get("body")
+
+    def save(self, items):
+        part = self.rows.setdefault(self.partition, {})
+        for p in items:
+            part[p.external_code] = {"hash": p.hash, "active": p.active, "body": p.record}
+        return len(part)
+
+    def mark_refused(self, items):
+        for p in items:
+            self.rows.setdefault(self.partition, {}).setdefault(p.external_code, {"hash": "", "active": True})[
+                "refused"] = p.hash
+
+
+def _cpu(env: _Env) -> tuple[float, float]:
+    """CPU seconds so far: (Azurite, this process = connector + both sandboxes)."""
+    return proc_cpu_seconds(env.azurite.process.pid) or 0.0, time.process_time()
+
+
 def _timed_sync(env: _Env, options: SyncOptions, **kwargs):
     _STATE.reset()
     seq, bc_seq = env.last_seq(env.basware), env.last_seq(env.bc)
+    cpu = _cpu(env)
     started = time.perf_counter()
     summary = masterdata.sync_all(env.rt, options=options, **kwargs)
     elapsed = time.perf_counter() - started
+    env.cpu = tuple(b - a for a, b in zip(cpu, _cpu(env)))
     calls = env.basware.calls.since(seq)
     posts = [c for c in calls if c.method == "POST" and c.path.startswith(MASTERDATA_PATHS)]
     status_reads = sum(1 for c in calls if c.method == "GET" and c.path.startswith("/v1/requestStatus"))
@@ -134,8 +168,8 @@ def run(vendors: int, accounts: int, dimension_values: int, *, page_size: int = 
 
 
 def _run(vendors: int, accounts: int, dimension_values: int, *, page_size: int, memory: bool, out) -> dict:
-    out(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{platform.system()} {platform.machine()}")
+    info = machine()
+    out(machine_line(info))
     bc = BcSandbox(vendor_count=min(vendors, 50), seed_purchase_orders=False)
     bc.calls.keep_bodies = False
     bc_server = SandboxServer(bc).start()
@@ -149,7 +183,7 @@ def _run(vendors: int, accounts: int, dimension_values: int, *, page_size: int, 
     out(f"BC seeded in {time.perf_counter() - started:.1f}s: {n_vendors} vendors, {n_accounts} accounts "
         f"({n_posting} Posting), {n_values} dimension values over {len(company.dimensions)} mapped dimensions")
     options = SyncOptions(page_size=page_size, status_first_poll=0.01)
-    figures: dict = {"vendors": n_vendors, "accounts": n_posting, "dimension_values": n_values}
+    figures: dict = {"vendors": n_vendors, "accounts": n_posting, "dimension_values": n_values, "machine": info}
     env = _Env(bc)
     try:
         # 1. initial import
@@ -164,6 +198,8 @@ def _run(vendors: int, accounts: int, dimension_values: int, *, page_size: int, 
             f"status {summary.status}, failed {summary.totals.failed}")
         figures.update(initial_state_write_seconds=round(_STATE.seconds, 1),
                        initial_state_transactions=_STATE.transactions)
+        figures.update(initial_cpu_azurite_seconds=round(env.cpu[0], 1), initial_cpu_python_seconds=round(env.cpu[1], 1))
+        out(f"  CPU: Azurite {env.cpu[0]:.1f}s, this process (connector + both sandboxes) {env.cpu[1]:.1f}s")
         out(f"  syncstate: {_STATE.transactions} table transactions of <= 100 hash rows took {_STATE.seconds:.1f}s "
             f"(on a background writer, overlapping the requests)")
         out(f"  master-data POSTs: {len(posts)} ({', '.join(f'{p} {n}' for p, n in sorted(per_path.items()))}); "
@@ -182,8 +218,20 @@ def _run(vendors: int, accounts: int, dimension_values: int, *, page_size: int, 
         out(f"one vendor renamed: {len(posts)} request(s), {summary.totals.sent} record(s) sent, {elapsed:.1f}s")
     finally:
         env.close()
+    # 3. the same initial import with the hash rows in a dict: the connector and sandboxes alone
+    env = _Env(bc)
+    masterdata.HashStore = _MemoryHashStore
+    try:
+        summary, elapsed, posts, _, _ = _timed_sync(env, options)
+        figures.update(initial_without_azurite_state_records_per_second=round(summary.totals.sent / elapsed))
+        out(f"same initial import with syncstate in a dict (isolates Azurite's share): {summary.totals.sent} records "
+            f"in {elapsed:.1f}s = {summary.totals.sent / elapsed:,.0f} records/s, {len(posts)} requests")
+    finally:
+        masterdata.HashStore = HashStore
+        _MemoryHashStore.rows = {}
+        env.close()
     if memory:
-        # 3. memory of an initial import, on fresh storage and a fresh Basware
+        # 4. memory of an initial import, on fresh storage and a fresh Basware
         env = _Env(bc)
         try:
             gc.collect()
@@ -221,4 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop Azurite and the servers on the way out
     main()

@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Literal
 
@@ -113,6 +113,7 @@ class SyncOptions:
     max_consecutive_failures: int = 2      # Basware is down: stop the run, the queue retries it
     max_record_audits: int = 200           # record-level audit rows per run; the rest are summed up
     state_writers: int = 1                 # threads writing confirmed hashes while the next batch goes out
+    max_pending_writes: int = 4            # confirmed batches waiting for their hash write, at most
     lease_seconds: float = 900.0
     sleep: Callable[[float], None] = time.sleep
 
@@ -184,7 +185,7 @@ class _EntityRun:
         self.summary = EntitySummary(company_id=company.company_id, entity=spec.key, path=spec.path)
         self.batcher = Batcher(spec.limit, run.options.max_bytes)
         self.inflight: deque[_Sent] = deque()
-        self.writes: list[tuple[Future, list[Pending]]] = []
+        self.writes: deque[tuple[Future, int]] = deque()  # (hash write, records it confirms)
 
     # -- stream ----------------------------------------------------------------------------------
     def execute(self, records: Iterable[dict]) -> EntitySummary:
@@ -216,14 +217,7 @@ class _EntityRun:
             pass
         while self.inflight:
             self._resolve(self.inflight.popleft())
-        for write, items in self.writes:
-            try:
-                write.result()
-            except Exception as exc:  # noqa: BLE001 - Basware has the records; only our note of it is lost
-                log.error("event=masterdata.state_write_failed entity=%s records=%d error=%s", self.spec.key,
-                          len(items), type(exc).__name__)
-                s.unconfirmed += len(items)  # confirmed by Basware but not noted: resent (and skipped) next run
-                s.error = f"could not record imports in syncstate ({type(exc).__name__})"
+        self._collect_writes(keep=0)
         if self.run.aborted and s.status == "ok":
             s.status, s.error = "failed", f"run stopped: {self.run.aborted}"
         if s.status == "ok" and (s.failed or s.unconfirmed):
@@ -336,10 +330,10 @@ class _EntityRun:
         status = self._poll(sent.request_id) if sent.request_id else None
         ok, failed, waiting = classify_outcome(status, items)
         if ok:
-            self.writes.append((self.run.write_state(self.store.save, ok), ok))
+            self.writes.append((self.run.write_state(self.store.save, ok), len(ok)))
         if failed:
-            refused = [p for p, _ in failed]
-            self.writes.append((self.run.write_state(self.store.mark_refused, refused), []))
+            self.writes.append((self.run.write_state(self.store.mark_refused, [p for p, _ in failed]), 0))
+        self._collect_writes(keep=self.run.options.max_pending_writes)
         s.failed += len(failed)
         s.unconfirmed += len(waiting)
         for p, errors in failed:
@@ -351,6 +345,20 @@ class _EntityRun:
         run.audit("import", outcome, f"{self.spec.path}: {len(items)} records, {len(ok)} confirmed, "
                                      f"{len(failed)} errors, {len(waiting)} unconfirmed (requestStatus {state})",
                   http_status=200, correlation_id=sent.request_id)
+
+    def _collect_writes(self, keep: int) -> None:
+        """Wait for hash writes until at most `keep` are pending: a slow store must not let
+        confirmed batches pile up in memory."""
+        s = self.summary
+        while self.writes and (len(self.writes) > keep or self.writes[0][0].done()):
+            write, confirmed = self.writes.popleft()
+            try:
+                write.result()
+            except Exception as exc:  # noqa: BLE001 - Basware has the records; only our note of it is lost
+                log.error("event=masterdata.state_write_failed entity=%s records=%d error=%s", self.spec.key,
+                          confirmed, type(exc).__name__)
+                s.unconfirmed += confirmed  # resent next run, where Basware answers NotProcessed
+                s.error = f"could not record imports in syncstate ({type(exc).__name__})"
 
     def _poll(self, request_id: str) -> RequestStatus | None:
         opts = self.run.options

@@ -376,3 +376,29 @@ def test_benchmark_small_mode_prints_its_figures(capsys):
     assert "records/s" in printed and "no-change run: 0 master-data requests" in printed
     assert figures["nochange_requests"] == 0 and figures["one_change_sent"] == 1
     assert figures["initial_records"] == figures["vendors"] + figures["accounts"] + figures["dimension_values"]
+
+
+def test_the_route_through_the_real_function_app_with_a_function_key(env, rt, app_process, basware_sandbox,
+                                                                     bc_sandbox):
+    import time
+
+    import httpx
+
+    app = app_process({**env, "DEVHOST_FUNCTION_KEY": "md-key"}, "--no-timers")
+    api = httpx.Client(base_url=f"{app.base_url}/api", headers={"x-functions-key": "md-key"}, timeout=60)
+    try:
+        assert httpx.post(f"{app.base_url}/api/admin/masterdata/sync").status_code == 401
+        now = api.post("/admin/masterdata/sync", params={"force": "false"})
+        assert now.status_code == 200 and now.json()["totals"]["requests"] == 5
+
+        bc_sandbox.set_vendor("V10050", displayName="Fjord Logistics AS")
+        queued = api.post("/admin/masterdata/sync", params={"async": "true"})
+        assert queued.status_code == 202
+        [entry] = queued.json()["enqueued"]
+        deadline = time.monotonic() + 30  # the app's queue worker runs the import
+        while (job := rt.jobs.get("masterdata", entry["job_id"])) is None or job.state != "done":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        assert job.get("sent") == 1 and basware_sandbox.vendors[ext("V", "V10050")]["name"] == "Fjord Logistics AS"
+    finally:
+        api.close()

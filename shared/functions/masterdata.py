@@ -19,6 +19,7 @@ from shared.storage import MASTERDATA_IMPORTS, POISON_SUFFIX
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.masterdata")
+CONNECTION = "AzureWebJobsStorage"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -56,7 +57,7 @@ def masterdata_sync(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("masterdata_timer")
-@bp.timer_trigger(arg_name="timer", schedule="%MASTERDATA_SCHEDULE%", run_on_startup=False)
+@bp.timer_trigger(arg_name="timer", schedule="%MASTERDATA_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def masterdata_timer(timer: func.TimerRequest) -> None:
     from shared.masterdata import enqueue_sync
 
@@ -65,7 +66,7 @@ def masterdata_timer(timer: func.TimerRequest) -> None:
 
 
 @bp.function_name("masterdata_imports")
-@bp.queue_trigger(arg_name="msg", queue_name=MASTERDATA_IMPORTS, connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name=MASTERDATA_IMPORTS, connection=CONNECTION)
 def masterdata_imports(msg: func.QueueMessage) -> None:
     from shared import masterdata
 
@@ -80,11 +81,11 @@ def masterdata_imports(msg: func.QueueMessage) -> None:
 
 
 @bp.function_name("masterdata_imports_poison")
-@bp.queue_trigger(arg_name="msg", queue_name=f"{MASTERDATA_IMPORTS}{POISON_SUFFIX}", connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name=MASTERDATA_IMPORTS + POISON_SUFFIX, connection=CONNECTION)
 def masterdata_imports_poison(msg: func.QueueMessage) -> None:
     from shared import masterdata
     from shared.deadletter import dead_letter
 
     raw = msg.get_body().decode("utf-8", errors="replace")
-    dead_letter(_runtime(), MASTERDATA_IMPORTS, raw, f"master-data import failed {msg.dequeue_count or 'too many'} times",
+    dead_letter(_runtime(), MASTERDATA_IMPORTS, raw, "retries exhausted: the master-data import kept failing",
                 kind=masterdata.KIND, job=masterdata.job_for_message(raw))

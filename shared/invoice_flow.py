@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -76,6 +77,12 @@ def is_document_problem(exc: PermanentError) -> bool:
                                    or (not code and exc.status in (400, 422)))
 
 
+def lease_owner(rt) -> str:
+    """One owner per invocation: the host runs several messages of a process at once (batchSize),
+    and two of them for the same job must exclude each other like two processes do."""
+    return f"{rt.worker_id}/{uuid.uuid4().hex[:8]}"
+
+
 def defer(rt, queue: str, message: Any, job: Job) -> int:
     """Another worker holds the lease: try again once it has expired (the holder's own message
     is redelivered if it crashed; this copy only makes sure nothing waits for the dequeue limit)."""
@@ -116,7 +123,7 @@ def transfer_invoice(rt, message: InvoiceTransferMessage, dequeue_count: int = 1
     if existing is not None and existing.state == DONE:
         Audit(rt, existing)("receive", "skipped", f"already transferred ({message.source} message)")
         return "already_done"
-    claim = rt.jobs.claim(KIND, jid, rt.worker_id, lease_seconds, allow_finished=True,
+    claim = rt.jobs.claim(KIND, jid, lease_owner(rt), lease_seconds, allow_finished=True,
                           queue=INVOICE_TRANSFERS, message=message.model_dump_json(), invoice_id=message.invoice_id)
     if not claim.won:
         delay = defer(rt, INVOICE_TRANSFERS, message, claim.job)

@@ -15,7 +15,7 @@ import uuid
 from datetime import timedelta
 
 from .errors import ConfigError, PermanentError, TransientError
-from .invoice_flow import ANSWERING, KIND, LEASE_SECONDS, PAID, Audit, defer, phase_of, utcnow
+from .invoice_flow import ANSWERING, KIND, LEASE_SECONDS, PAID, Audit, defer, lease_owner, phase_of, utcnow
 from .jobs import DEAD_LETTERED, DONE, FAILED, Job
 from .mapping import CLERK_MESSAGE_MAX
 from .models.basware import TRANSFER_FAILED, TRANSFERRED, WAITING_FOR_TRANSFER, TransferResponse
@@ -39,7 +39,7 @@ def send_transfer_response(rt, message: CallbackMessage, dequeue_count: int = 1,
     if job.state in (DONE, FAILED):
         Audit(rt, job)("respond", "skipped", "already answered")
         return "already_answered"
-    claim = rt.jobs.claim(KIND, job.id, rt.worker_id, lease_seconds, allow_finished=True)
+    claim = rt.jobs.claim(KIND, job.id, lease_owner(rt), lease_seconds, allow_finished=True)
     if not claim.won:
         if claim.reason == "finished":
             return "already_answered"

@@ -298,6 +298,9 @@ def test_five_webhooks_the_poll_and_two_workers_make_one_document_and_one_respon
         assert len(transfer_responses(basware_sandbox, doc["invoiceId"])) == 1
         assert len(bc_sandbox.calls.find("POST", r"/purchaseInvoices$")) == 1
         assert len(basware_sandbox.calls.find("POST", r"/acknowledge$")) == 1
+        trail = steps(rt, doc["invoiceId"])
+        assert trail.count(("read_document", "ok")) == 1  # one worker worked it; the others stood back
+        assert ("receive", "deferred") in trail and ("transfer", "retry") not in trail
         # the leftovers (duplicates, deferred copies) change nothing
         pump(Worker(rt), Worker(second), timeout=30)
         assert len(transfer_responses(basware_sandbox, doc["invoiceId"])) == 1

@@ -124,6 +124,31 @@ def proc_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuMeter:
+    """CPU seconds used per process (name -> pid) between readings."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.start = self.read()
+
+    def read(self) -> dict[str, float]:
+        return {name: sum(proc_cpu_seconds(pid) or 0.0 for pid in pids) for name, pids in self.pids.items()}
+
+    def used(self) -> dict[str, float]:
+        """Seconds since the last call (or creation), per process; resets the mark."""
+        now = self.read()
+        used = {name: now[name] - self.start[name] for name in now}
+        self.start = now
+        return used
+
+    def per_item_ms(self, items: int) -> dict[str, float]:
+        return {name: round(s * 1000 / max(items, 1), 2) for name, s in self.used().items()}
+
+
+def cpu_line(per_item_ms: dict[str, float], what: str = "request") -> str:
+    return f"CPU per {what}: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in per_item_ms.items())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -145,9 +170,11 @@ class Stack:
     app_args: Sequence[str] = ("--no-timers",)
     start_app: bool = True
     name: str = "bench"
+    instances: int = 1  # app processes on the same queues, as the platform scales a function app out
 
     def __post_init__(self) -> None:
         self.azurite = self.basware = self.bc = self.app = None
+        self.apps: list = []
         self._servers: list = []
 
     def __enter__(self) -> "Stack":
@@ -186,10 +213,12 @@ class Stack:
         from devhost import HostProcess
 
         OUT.mkdir(parents=True, exist_ok=True)
-        log = OUT / f"{self.name}-app.log"
-        log.unlink(missing_ok=True)
         env = {**os.environ, **self.env}
-        self.app = HostProcess(ROOT, env, args=list(self.app_args), log_path=log).start(timeout=60)
+        for n in range(self.instances):
+            log = OUT / f"{self.name}-app{n if n else ''}.log"
+            log.unlink(missing_ok=True)
+            self.apps.append(HostProcess(ROOT, env, args=list(self.app_args), log_path=log).start(timeout=60))
+        self.app = self.apps[0]
 
     @property
     def app_url(self) -> str:
@@ -202,6 +231,15 @@ class Stack:
     @property
     def app_pid(self) -> int:
         return self.app.process.pid
+
+    def cpu_meter(self) -> CpuMeter:
+        """CPU of the app (devhost), Azurite, and this process (sandboxes + load generator)."""
+        pids = {"app": [a.process.pid for a in self.apps], "azurite": [self.azurite.process.pid],
+                "sandboxes+bench": [os.getpid()]}
+        return CpuMeter(pids)
+
+    def app_peak_rss(self) -> list[int | None]:
+        return [proc_memory(a.process.pid).get("VmHWM") for a in self.apps]
 
     def deliver(self, invoice_ids: Iterable[str], *, workers: int = 4, copies: int = 1) -> list[int | None]:
         """Basware's signed webhook for each invoice (its emitter, over real HTTP); the HTTP statuses."""
@@ -243,8 +281,8 @@ class Stack:
         return False, time.perf_counter() - started
 
     def stop(self) -> None:
-        if self.app is not None:
-            self.app.stop(timeout=20)
+        for app in self.apps:
+            app.stop(timeout=20)
         for server in self._servers:
             try:
                 server.stop()

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 
-from bench.common import Stack, Timer, header, latency_summary, proc_cpu_seconds
+from bench.common import Stack, Timer, cpu_line, header, latency_summary
 
 from sandbox import seed  # noqa: E402
 from sandbox.basware import SIGNATURE_HEADER, sign  # noqa: E402
@@ -171,27 +171,6 @@ def queue_length(connection_string: str) -> int:
     return queue.get_queue_properties().approximate_message_count
 
 
-class CpuMeter:
-    """CPU seconds used by the app, Azurite and this process (the clients) between two readings."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.pids = {"app": stack.app_pid, "azurite": stack.azurite.process.pid, "clients": os.getpid()}
-        self.start = self.read()
-
-    def read(self) -> dict[str, float]:
-        return {name: proc_cpu_seconds(pid) or 0.0 for name, pid in self.pids.items()}
-
-    def per_request(self, requests: int) -> dict[str, float]:
-        now = self.read()
-        used = {name: now[name] - self.start[name] for name in now}
-        self.start = now
-        return {name: round(seconds * 1000 / max(requests, 1), 2) for name, seconds in used.items()}
-
-
-def _cpu(cpu: dict[str, float]) -> str:
-    return "CPU per request: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in cpu.items())
-
-
 def azurite_baseline(connection_string: str, seconds: float) -> list[dict]:
     """What the storage emulator gives without the app: the SDK's send_message, back to back."""
     from azure.storage.queue import QueueClient
@@ -241,20 +220,20 @@ def run(concurrency=(1, 10, 50, 100), seconds: float = 6.0, rates=(50, 100, 150,
         load.closed_loop(4, 2.0)  # warm-up: the app builds its runtime and queue client on first use
         accepted_before = queue_length(stack.azurite.connection_string)
         accepted = 0
-        cpu = CpuMeter(stack)
+        cpu = stack.cpu_meter()
         for clients in concurrency:
             row = load.closed_loop(clients, seconds)
-            row["cpu_ms_per_request"] = cpu.per_request(row["count"])
+            row["cpu_ms_per_request"] = cpu.per_item_ms(row["count"])
             figures["closed_loop"].append(row)
             accepted += row["statuses"].get(202, 0)
             out(f"  {clients:>3} concurrent clients: {row['throughput_rps']:>6.1f} req/s over {row['seconds']:.1f}s "
                 f"({row['count']} requests, statuses {row['statuses']}); {_fmt(row)}")
-            out(f"      {_cpu(row['cpu_ms_per_request'])}")
+            out(f"      {cpu_line(row['cpu_ms_per_request'])}")
         figures["open_loop"] = []
         for rate in rates:
-            cpu.per_request(1)
+            cpu.per_item_ms(1)
             row = load.open_loop(rate, rate_seconds)
-            row["cpu_ms_per_request"] = cpu.per_request(row["requests"])
+            row["cpu_ms_per_request"] = cpu.per_item_ms(row["requests"])
             figures["open_loop"].append(row)
             accepted += row["statuses"].get(202, 0)
             due, send = row["from_due"], row["from_send"]
@@ -263,7 +242,7 @@ def run(concurrency=(1, 10, 50, 100), seconds: float = 6.0, rates=(50, 100, 150,
                 f"({row['requests']} requests, statuses {row['statuses']}); p99 {verdict} {GOAL_P99_MS:.0f} ms")
             out(f"      latency from due time: {_fmt(due)}")
             out(f"      latency from send:     {_fmt(send)}")
-            out(f"      {_cpu(row['cpu_ms_per_request'])}")
+            out(f"      {cpu_line(row['cpu_ms_per_request'])}")
         figures["baseline"] = baseline = azurite_baseline(stack.azurite.connection_string, rate_seconds / 2)
         for row in baseline:
             out(f"  baseline, Azurite alone: {row['threads']:>2} thread(s) in this process calling QueueClient.send_message "

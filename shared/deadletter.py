@@ -32,12 +32,11 @@ def _text(raw_body: str | bytes) -> str:
 
 
 def _parse(text: str) -> dict | None:
-    for candidate in (text,):
-        try:
-            value = json.loads(candidate)
-            return value if isinstance(value, dict) else None
-        except (json.JSONDecodeError, ValueError):
-            pass
+    try:
+        value = json.loads(text)
+        return value if isinstance(value, dict) else None
+    except ValueError:
+        pass
     try:  # a host that hands over the queue's base64 text as is
         value = json.loads(base64.b64decode(text, validate=True).decode("utf-8"))
         return value if isinstance(value, dict) else None

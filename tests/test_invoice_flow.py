@@ -618,3 +618,8 @@ def test_a_poison_copy_of_a_finished_job_changes_nothing(rt, basware_sandbox, bc
     dead_letter(rt, INVOICE_TRANSFERS, InvoiceTransferMessage(invoice_id=doc["invoiceId"]).model_dump_json())
     assert rt.jobs.get(KIND, invoice_job_id(doc["invoiceId"])).state == DONE
     assert steps(rt, doc["invoiceId"])[-1] == ("dead_letter", "ignored")
+
+
+def test_payment_callbacks_are_handed_to_the_payments_flow(rt):
+    message = CallbackMessage(kind="payment", job_id="no-such-payment-job", invoice_id="inv-x")
+    assert handle_callback(rt, message) == "unknown_job"  # shared.payments answered, not the transfer sender

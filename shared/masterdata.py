@@ -12,6 +12,13 @@ record was not seen (deleted in BC, or no longer a Posting account) are sent ina
 the stored body. A hash advances only when requestStatus says Success, NotProcessed or Warning
 for that record, so anything refused, unsent or unconfirmed is simply sent again next run.
 
+Requests go out one at a time per company (Basware documents no rate limit; one in flight per
+endpoint is the safe reading); a request's requestStatus is read after the next one is posted,
+polling while InProgress up to `status_wait`. Confirmed hashes are written by one background
+writer with a bounded backlog, so Table Storage latency overlaps the requests without letting
+batches pile up. A record P2P refused is resent with a fresh `lastUpdated`, because Basware keeps
+it in its API layer and would otherwise skip the resend as identical.
+
 One job (kind `masterdata`) per company and run, with its counts on the job row and its requests
 and record-level errors in the audit trail. The run returns a `SyncSummary`.
 """

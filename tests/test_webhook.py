@@ -207,20 +207,3 @@ def test_verify_signature_reports_the_matching_encoding():
     assert verify_signature(body, base64.urlsafe_b64encode(d).decode(), seed.WEBHOOK_SECRET) in ("base64",
                                                                                                  "base64url")
     assert verify_signature(body, d.hex(), "") is None
-
-
-def test_p99_latency_with_a_real_queue_is_under_50_ms(queue):
-    enqueue, _ = queue
-    body = task("inv-warm")
-    handle_webhook(body, signed(body), SECRET, enqueue)  # first call creates the queue
-    timings = []
-    for i in range(200):
-        body = task(f"inv-{i}")
-        headers = signed(body)
-        started = time.perf_counter()
-        status, _ = handle_webhook(body, headers, SECRET, enqueue)
-        timings.append(time.perf_counter() - started)
-        assert status == 202
-    timings.sort()
-    p99 = timings[int(len(timings) * 0.99) - 1]
-    assert p99 < 0.050, f"p99 {p99 * 1000:.1f} ms"

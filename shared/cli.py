@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 KEY_VARIABLE = "ML_CONNECTOR_FUNCTION_KEY"
-RECORDS_ROUTE = "admin/records"  # as in shared/functions/operations.py
+RECORDS_ROUTE = "manage/records"  # shared/functions/operations.py: "manage/" works on the Azure host too
 MASTERDATA_ROUTE = "admin/masterdata/sync"
 
 

@@ -2,11 +2,15 @@
 
 - `GET /api/health` (function key): 200 when every check passes, 503 naming what failed (plus this
   instance's counters: posted, failed, dead_lettered, done, retries, throttled).
-- `GET /api/admin/records?kind=&status=&limit=` (function key): jobs by flow and state.
-- `GET /api/admin/records/{kind}/{id}` (function key): one job with its whole audit trail.
-- `POST /api/admin/records/{kind}/{id}/replay` (function key): re-enqueue a failed or
+- `GET /api/manage/records?kind=&status=&limit=` (function key): jobs by flow and state.
+- `GET /api/manage/records/{kind}/{id}` (function key): one job with its whole audit trail.
+- `POST /api/manage/records/{kind}/{id}/replay` (function key): re-enqueue a failed or
   dead-lettered job; 202 enqueued, 200 a replay is already pending, 409 done/busy/in progress,
   404 unknown, 422 nothing readable to replay.
+- The same three under `/api/admin/records...`, the paths spec.md section 3 names. The Azure
+  Functions host refuses HTTP routes and function names that start with `admin`, even under the
+  `/api` prefix (azure-functions-host issues #1781 and #7634), so in Azure only the `manage/` routes
+  come up (the host lists the `admin/` ones as "functions in error"); the local host serves both.
 - timer `%RETENTION_SCHEDULE%`: removes finished jobs and audit rows older than RETENTION_DAYS.
 
 Thin: the logic is in shared/admin.py, shared/health.py and shared/retention.py.
@@ -19,7 +23,8 @@ import azure.functions as func
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.operations")
 
-RECORDS = "admin/records"  # spec.md section 3; shared/cli.py builds its URLs from the same names
+# prefix -> function-name prefix; shared/cli.py uses "manage", which works on every host
+ROUTE_PREFIXES = {"manage": "manage", "admin": "spec_admin"}
 
 
 def _runtime():
@@ -40,9 +45,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     return _json(report, 200 if report["status"] == "ok" else 503)
 
 
-@bp.function_name("admin_records_list")
-@bp.route(route=RECORDS, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def admin_records_list(req: func.HttpRequest) -> func.HttpResponse:
+def records_list(req: func.HttpRequest) -> func.HttpResponse:
     from shared.admin import list_records
 
     raw_limit = req.params.get("limit") or "200"
@@ -53,9 +56,7 @@ def admin_records_list(req: func.HttpRequest) -> func.HttpResponse:
     return _json({"kind": kind, "status": status, "count": len(records), "records": records})
 
 
-@bp.function_name("admin_record_show")
-@bp.route(route=RECORDS + "/{kind}/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def admin_record_show(req: func.HttpRequest) -> func.HttpResponse:
+def record_show(req: func.HttpRequest) -> func.HttpResponse:
     from shared.admin import show_record
 
     rt = _runtime()
@@ -66,14 +67,20 @@ def admin_record_show(req: func.HttpRequest) -> func.HttpResponse:
     return _json(record)
 
 
-@bp.function_name("admin_record_replay")
-@bp.route(route=RECORDS + "/{kind}/{id}/replay", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def admin_record_replay(req: func.HttpRequest) -> func.HttpResponse:
+def record_replay(req: func.HttpRequest) -> func.HttpResponse:
     from shared.admin import replay_record
 
     outcome = replay_record(_runtime(), req.route_params.get("kind", ""), req.route_params.get("id", ""),
                             requested_by="operator (HTTP)")
     return _json(outcome.as_dict(), outcome.http_status)
+
+
+for _prefix, _name in ROUTE_PREFIXES.items():
+    for _suffix, _methods, _handler in (("records", ["GET"], records_list),
+                                        ("records/{kind}/{id}", ["GET"], record_show),
+                                        ("records/{kind}/{id}/replay", ["POST"], record_replay)):
+        bp.function_name(f"{_name}_{_handler.__name__}")(
+            bp.route(route=f"{_prefix}/{_suffix}", methods=_methods, auth_level=func.AuthLevel.FUNCTION)(_handler))
 
 
 @bp.function_name("retention")

@@ -138,7 +138,7 @@ def handle_notification(get_runtime: Callable[[], Any], query: Mapping[str, str]
             return Answer(202)
         try:
             payload = json.loads(body.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # not JSON BC would send: no retry
             _record_ignored(rt, "notification body is not JSON", str(exc)[:200])
             return Answer(202)
         items = payload.get("value") if isinstance(payload, dict) else None

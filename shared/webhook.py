@@ -23,6 +23,9 @@ log = logging.getLogger("ml_connector.webhook")
 
 SIGNATURE_HEADER = "X-BWAPI-Signature-256"
 MAX_BODY_BYTES = 1024 * 1024
+# Basware's invoiceId is at most 36 characters (AccountingDocumentEntity in Basware's P2P OpenAPI);
+# anything far longer cannot be one, and would not fit a queue message (64 KB) either.
+MAX_DOCUMENT_ID = 256
 # The spec's own example misspells the task type (reference/basware-api.md section 6).
 ACCOUNTING_DOCUMENT_TASKS = frozenset({"accountingdocuments", "accoutingdocuments"})
 TRANSFER_SUBTYPES = frozenset({"waitingfortransfer", "all", ""})
@@ -73,6 +76,11 @@ def verify_signature(body: bytes, signature: str | None, secret: str) -> str | N
     return matched
 
 
+def _plausible_id(value: str | None) -> bool:
+    """Short printable text (no lone surrogates, no control characters): what a Basware id can be."""
+    return bool(value) and len(value) <= MAX_DOCUMENT_ID and value.isprintable()
+
+
 def handle_webhook(body: bytes, headers: Mapping[str, str], secret: Secret | str,
                    enqueue: Enqueue) -> tuple[int, dict[str, Any]]:
     """(HTTP status, JSON body). 4xx for every kind of bad input; 503 only when the queue is down."""
@@ -89,7 +97,7 @@ def handle_webhook(body: bytes, headers: Mapping[str, str], secret: Secret | str
 
     try:
         payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # nested too deep is bad input too
         return 400, {"error": "body is not valid JSON"}
     if not isinstance(payload, dict):
         return 400, {"error": "body must be a JSON object"}
@@ -114,7 +122,10 @@ def handle_webhook(body: bytes, headers: Mapping[str, str], secret: Secret | str
         log.info("event=webhook.ignored task_sub_type=%s", task.task_sub_type)
         return 200, {"status": "ignored", "reason": f"taskSubType {task.task_sub_type!r} is not handled"}
 
-    message = InvoiceTransferMessage(invoice_id=document_id, source="webhook", task_id=task.task_id)
+    if not _plausible_id(document_id):  # else it fails as a queue message, and a 503 makes Basware resend it
+        return 400, {"error": "documentId is not a Basware invoice id"}
+    task_id = task.task_id if _plausible_id(task.task_id) else None  # informational only
+    message = InvoiceTransferMessage(invoice_id=document_id, source="webhook", task_id=task_id)
     try:
         enqueue(message)
     except Exception as exc:  # noqa: BLE001 - storage down: 503 so that Basware delivers again

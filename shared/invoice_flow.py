@@ -419,8 +419,8 @@ class _Transfer:
                 f"Created in Business Central as draft {noun} {number}; not posted (POST_MODE=draft).")
         self.release(state=RESPONDING, bc_number=number, bc_status=document.status or "", response_success=True,
                      response_message=text, response_voucher=number, response_round=self.round, last_error="")
+        self.audit("respond", "queued", text, bc_number=number)  # before: a crash after the enqueue keeps the row
         self.queue_answer()
-        self.audit("respond", "queued", text, bc_number=number)
         return "posted" if posted else "draft"
 
     def reject(self, clerk_text: str, detail: str, company: str, entity: str,
@@ -477,9 +477,9 @@ class _Transfer:
         landed = any(r.external_code == ours for r in doc.transfer_responses) if ours else False
         if phase_of(self.job) != RESPONDING and self.job.get("bc_company_id"):  # someone else transferred it
             self.remove_own_draft(self.job.get("bc_company_id"), self.job.get("bc_entity") or INVOICES, None)
-        self.release(state=DONE, last_error="")
         self.audit("reconcile", "done", "Basware shows the document as Transferred"
                    + (" with our transfer response" if landed else ""))
+        self.release(state=DONE, last_error="")  # after the row: never done without it
         return "reconciled"
 
     def reconcile_failed(self, doc: AccountingDocument, phase: str) -> str:

@@ -85,10 +85,12 @@ class _Sender:
         return bool(self.job.get("response_success"))
 
     def finish(self, how: str, note: str) -> str:
+        # The row first: a crash between the two leaves the job unfinished (redelivered, told "landed"),
+        # never finished without the row that says how (found by tests/test_chaos.py).
+        self.audit("respond", how, note)
         state = DONE if self.success else FAILED
         self.release(state=state, responded_at=utcnow(), last_error="" if self.success else
                      self.job.get("last_error") or self.job.get("response_message") or "")
-        self.audit("respond", how, note)
         return how
 
     def run(self) -> str:
@@ -139,12 +141,12 @@ class _Sender:
         if any(r.external_code in ours for r in doc.transfer_responses):
             return self.finish("landed", "an earlier transfer response had reached Basware; not sent again")
         if doc.processing_status in (TRANSFERRED, PAID):
-            self.release(state=DONE, responded_at=utcnow())
             self.audit("respond", "reconciled", "Basware already shows Transferred; not sent again")
+            self.release(state=DONE, responded_at=utcnow())
             return "reconciled"
         if doc.processing_status == TRANSFER_FAILED:
-            self.release(state=FAILED, responded_at=utcnow())
             self.audit("respond", "reconciled", "Basware already shows TransferFailed; not sent again")
+            self.release(state=FAILED, responded_at=utcnow())
             return "reconciled"
         if doc.processing_status == WAITING_FOR_TRANSFER:
             # re-offered (user re-transferred): a response needs a fresh acknowledge, i.e. a new round

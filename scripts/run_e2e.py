@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         say("    subscribed: AccountingDocuments / WaitingForTransfer")
 
         say("4/7 Importing master data from BC into Basware")
-        md = client.post("/api/admin/masterdata/sync")
+        md = client.post("/api/manage/masterdata/sync")
         md_summary = md.json() if md.headers.get("content-type", "").startswith("application/json") else {}
         imported = {"vendors": len(basware.vendors), "accounts": len(basware.accounts),
                     "costCenters": len(basware.cost_centers), "projects": len(basware.projects),

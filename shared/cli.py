@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 KEY_VARIABLE = "ML_CONNECTOR_FUNCTION_KEY"
 RECORDS_ROUTE = "manage/records"  # shared/functions/operations.py: "manage/" works on the Azure host too
-MASTERDATA_ROUTE = "admin/masterdata/sync"
+MASTERDATA_ROUTE = "manage/masterdata/sync"
 
 
 class Failed(Exception):

@@ -286,7 +286,7 @@ def test_http_route_runs_the_sync_and_answers_the_summary(rt, basware_sandbox, b
     from shared.functions import masterdata as functions
 
     monkeypatch.setattr(shared.runtime, "_runtime", rt)
-    route = functions.masterdata_sync._function.get_user_function()
+    route = functions.masterdata_sync  # the plain handler both routes (manage/, admin/) wrap
     request = lambda query: func.HttpRequest("POST", "/api/admin/masterdata/sync", params=query, body=b"")  # noqa: E731
 
     first = route(request({"force": "false"}))

@@ -39,8 +39,6 @@ def _json(body: dict, status: int) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
 
 
-@bp.function_name("masterdata_sync")
-@bp.route(route="admin/masterdata/sync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def masterdata_sync(req: func.HttpRequest) -> func.HttpResponse:
     from shared import masterdata
 
@@ -54,6 +52,13 @@ def masterdata_sync(req: func.HttpRequest) -> func.HttpResponse:
     summary = masterdata.sync_all(rt, force=force)
     status = {"busy": 409, "failed": 502}.get(summary.status, 200)
     return func.HttpResponse(summary.model_dump_json(), status_code=status, mimetype="application/json")
+
+
+# `admin/...` is the spec's path; the Azure Functions host refuses routes starting with admin
+# (see shared/functions/operations.py), so `manage/...` serves the same function there.
+for _prefix, _name in (("manage", "manage_masterdata_sync"), ("admin", "spec_admin_masterdata_sync")):
+    bp.function_name(_name)(bp.route(route=f"{_prefix}/masterdata/sync", methods=["POST"],
+                                     auth_level=func.AuthLevel.FUNCTION)(masterdata_sync))
 
 
 @bp.function_name("masterdata_timer")

@@ -47,16 +47,19 @@ def _memory_total() -> int | None:
 
 def machine() -> dict:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"cpu_model": _cpu_model(), "cpus": os.cpu_count(), "cpus_usable": usable,
             "memory_bytes": _memory_total(), "python": f"{platform.python_implementation()} {platform.python_version()}",
-            "platform": platform.platform()}
+            "platform": platform.platform(), "load_1min": round(load[0], 2) if load else None}
 
 
 def machine_line(info: dict | None = None) -> str:
     m = info or machine()
     mem = f", {m['memory_bytes'] / 2**30:.0f} GiB RAM" if m.get("memory_bytes") else ""
+    load = f"; load average {m['load_1min']:.2f} at start (other work on the machine skews figures)" \
+        if m.get("load_1min") is not None else ""
     return (f"machine: {m['cpu_model']}, {m['cpus']} CPUs ({m['cpus_usable']} usable){mem}; "
-            f"{m['python']}; {m['platform']}")
+            f"{m['python']}; {m['platform']}{load}")
 
 
 # -- numbers -----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import os
 import re
 import threading
 import traceback
+import uuid
 from typing import Any, Iterable, Iterator
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ml_connector_log_context", default={})
@@ -98,6 +99,21 @@ def message_context(queue: str, body: str | bytes, **extra: Any) -> contextlib.A
         if message and message.get(key):
             fields[name] = str(message[key])
     return log_context(**fields, **extra)
+
+
+def trigger_context(msg: Any, queue: str) -> contextlib.AbstractContextManager:
+    """`message_context` for a queue trigger's `func.QueueMessage` (its id and dequeue count too).
+    Never raises: a body it cannot read still gets the queue and message id on every line."""
+    fields = {"message_id": getattr(msg, "id", None), "dequeue_count": getattr(msg, "dequeue_count", None)}
+    try:
+        return message_context(queue, msg.get_body(), **fields)
+    except Exception:  # noqa: BLE001 - context is a courtesy; the trigger must still run
+        return log_context(queue=queue, **fields)
+
+
+def run_context(trigger: str) -> contextlib.AbstractContextManager:
+    """`log_context` for one timer or HTTP invocation: its name and a run id on every line."""
+    return log_context(trigger=trigger, run_id=uuid.uuid4().hex[:12])
 
 
 # -- the scrubbing safety net ---------------------------------------------------------------------

@@ -28,7 +28,6 @@ def storage_connection_string(azurite) -> str:
 
 
 # -- the connector against the sandboxes ---------------------------------------------------------
-import json  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402

@@ -3,14 +3,12 @@ trail, replay failed and dead-lettered ones, safely. Real Azurite, the sandboxes
 invoice flow's own functions do the work a replay asks for."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import threading
 import time
 
 import httpx
-import pytest
 
 from sandbox import seed
 from shared.admin import list_records, replay_record, show_record
@@ -18,9 +16,7 @@ from shared.jobs import DEAD_LETTERED, DONE, FAILED, job_id
 from shared.models.messages import CallbackMessage, InvoiceTransferMessage
 from shared.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, POISON_SUFFIX
 
-invoice_flow = pytest.importorskip("shared.invoice_flow")
-deadletter = pytest.importorskip("shared.deadletter")
-callbacks = pytest.importorskip("shared.callbacks")
+from shared import callbacks, deadletter, invoice_flow  # noqa: E402
 MAX_DEQUEUE = 5
 
 
@@ -235,19 +231,13 @@ def test_the_cli_lists_shows_replays_and_syncs_directly_against_storage(env, rt,
     assert cli({}, "--settings", str(tmp_path / "missing.json"), "records", "list")[0] == 1
 
     # the master-data import, run now from the command line
-    if importlib.util.find_spec("shared.masterdata") is not None:
-        code, out = cli(env, "masterdata", "sync", "--force")
-        summary = json.loads(out)
-        assert code == 0 and summary["status"] == "ok" and summary["force"] is True, out[:2000]
-        assert basware_sandbox.request_ids  # the import reached Basware
+    code, out = cli(env, "masterdata", "sync", "--force")
+    summary = json.loads(out)
+    assert code == 0 and summary["status"] == "ok" and summary["force"] is True, out[:2000]
+    assert basware_sandbox.request_ids  # the import reached Basware
 
 
 # -- over HTTP, through the real function_app under the local host -------------------------------------------------
-devhost_available = pytest.mark.skipif(importlib.util.find_spec("devhost.host") is None,
-                                       reason="the local host (devhost) has not landed")
-
-
-@devhost_available
 def test_the_records_routes_and_the_cli_against_a_running_app(env, rt, app_process, basware_sandbox, bc_sandbox):
     (doc,) = only(basware_sandbox, seed.approved_invoices(1))
     jid = invoice_id_of(doc)

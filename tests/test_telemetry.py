@@ -176,7 +176,8 @@ get_meter_provider().force_flush()
 
 
 def test_logs_and_counters_reach_application_insights_when_its_connection_string_is_set():
-    pytest.importorskip("azure.monitor.opentelemetry")
+    import azure.monitor.opentelemetry  # noqa: F401 - in requirements.txt: its absence is a failure
+
     _Ingestion.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ingestion)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -199,3 +200,27 @@ def test_logs_and_counters_reach_application_insights_when_its_connection_string
     assert "ml_connector.invoices.posted" in metric_names
     exported = json.dumps(_Ingestion.received)
     assert "top-secret-value" not in exported and "event=oops value=***" in exported
+
+
+def test_the_app_under_the_local_host_logs_each_triggers_ids_on_every_line(env, app_process, basware_sandbox,
+                                                                          bc_sandbox):
+    """Not a hand-bound context: the triggers of function_app.py bind it themselves."""
+    from tests.test_invoice_e2e import QUIET, wait_for, webhook_url
+
+    (doc,) = only(basware_sandbox, seed.approved_invoices(1))
+    app = app_process({**env, **QUIET}, "--no-timers")
+    start = app.log.stat().st_size if app.log.exists() else 0
+    (delivery,) = basware_sandbox.notify(doc["invoiceId"], url=webhook_url(app))
+    assert delivery["status"] == 202
+    wait_for(lambda: basware_sandbox.document_status(doc["invoiceId"]) == "Transferred", 60, "the transfer")
+    jid = job_id("invoice", doc["invoiceId"])
+    wait_for(lambda: "queue=basware-callbacks" in app.log.read_text()[start:], 10, "the callback's lines")
+
+    ours = [line for line in app.log.read_text()[start:].splitlines() if " ml_connector." in line]
+    webhook = [line for line in ours if "trigger=basware_webhook" in line]
+    queued = [line for line in ours if "queue=invoice-transfers" in line or "queue=basware-callbacks" in line]
+    assert webhook and all("run_id=" in line for line in webhook), ours
+    assert any("event=http.call" in line for line in queued)  # the HTTP base's lines are among them
+    assert all(f"job_id={jid}" in line and f"invoice_id={doc['invoiceId']}" in line for line in queued), queued
+    unbound = [line for line in ours if line not in webhook and line not in queued and "event=devhost" not in line]
+    assert not unbound, unbound

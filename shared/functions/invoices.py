@@ -15,6 +15,7 @@ from shared.invoice_flow import poll_invoices, transfer_invoice
 from shared.models.messages import CallbackMessage, InvoiceTransferMessage
 from shared.runtime import runtime
 from shared.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, POISON_SUFFIX
+from shared.telemetry import run_context, trigger_context
 from shared.webhook import handle_webhook
 
 bp = func.Blueprint()
@@ -41,46 +42,52 @@ def _dequeue_count(msg: func.QueueMessage) -> int:
 @bp.route(route="basware/webhook", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def basware_webhook(req: func.HttpRequest) -> func.HttpResponse:
     rt = runtime()
-    status, body = handle_webhook(
-        req.get_body() or b"", req.headers, rt.settings.basware_webhook_secret,
-        lambda message: rt.storage.enqueue(INVOICE_TRANSFERS, message, **WEBHOOK_ENQUEUE_OPTIONS))
+    with run_context("basware_webhook"):
+        status, body = handle_webhook(
+            req.get_body() or b"", req.headers, rt.settings.basware_webhook_secret,
+            lambda message: rt.storage.enqueue(INVOICE_TRANSFERS, message, **WEBHOOK_ENQUEUE_OPTIONS))
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def invoice_poll(timer: func.TimerRequest) -> None:
-    poll_invoices(runtime())
+    with run_context("invoice_poll"):
+        poll_invoices(runtime())
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=INVOICE_TRANSFERS, connection=CONNECTION)
 def invoice_transfer(msg: func.QueueMessage) -> None:
     rt = runtime()
-    try:
-        message = InvoiceTransferMessage.model_validate_json(msg.get_body())
-    except ValidationError as exc:  # can never succeed: dead-letter at once instead of five retries
-        dead_letter(rt, INVOICE_TRANSFERS, msg.get_body(), f"malformed message: {exc.errors()[0]['msg']}")
-        return
-    transfer_invoice(rt, message, _dequeue_count(msg), max_dequeue_count())
+    with trigger_context(msg, INVOICE_TRANSFERS):
+        try:
+            message = InvoiceTransferMessage.model_validate_json(msg.get_body())
+        except ValidationError as exc:  # can never succeed: dead-letter at once instead of five retries
+            dead_letter(rt, INVOICE_TRANSFERS, msg.get_body(), f"malformed message: {exc.errors()[0]['msg']}")
+            return
+        transfer_invoice(rt, message, _dequeue_count(msg), max_dequeue_count())
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=BASWARE_CALLBACKS, connection=CONNECTION)
 def basware_callback(msg: func.QueueMessage) -> None:
     rt = runtime()
-    try:
-        message = CallbackMessage.model_validate_json(msg.get_body())
-    except ValidationError as exc:
-        dead_letter(rt, BASWARE_CALLBACKS, msg.get_body(), f"malformed message: {exc.errors()[0]['msg']}")
-        return
-    handle_callback(rt, message, _dequeue_count(msg), max_dequeue_count())
+    with trigger_context(msg, BASWARE_CALLBACKS):
+        try:
+            message = CallbackMessage.model_validate_json(msg.get_body())
+        except ValidationError as exc:
+            dead_letter(rt, BASWARE_CALLBACKS, msg.get_body(), f"malformed message: {exc.errors()[0]['msg']}")
+            return
+        handle_callback(rt, message, _dequeue_count(msg), max_dequeue_count())
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=INVOICE_TRANSFERS + POISON_SUFFIX, connection=CONNECTION)
 def invoice_transfer_poison(msg: func.QueueMessage) -> None:
-    dead_letter(runtime(), INVOICE_TRANSFERS, msg.get_body(),
-                f"retries exhausted after {max_dequeue_count()} deliveries")
+    with trigger_context(msg, INVOICE_TRANSFERS):
+        dead_letter(runtime(), INVOICE_TRANSFERS, msg.get_body(),
+                    f"retries exhausted after {max_dequeue_count()} deliveries")
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=BASWARE_CALLBACKS + POISON_SUFFIX, connection=CONNECTION)
 def basware_callback_poison(msg: func.QueueMessage) -> None:
-    dead_letter(runtime(), BASWARE_CALLBACKS, msg.get_body(),
-                f"retries exhausted after {max_dequeue_count()} deliveries")
+    with trigger_context(msg, BASWARE_CALLBACKS):
+        dead_letter(runtime(), BASWARE_CALLBACKS, msg.get_body(),
+                    f"retries exhausted after {max_dequeue_count()} deliveries")

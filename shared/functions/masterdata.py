@@ -16,6 +16,7 @@ import logging
 import azure.functions as func
 
 from shared.storage import MASTERDATA_IMPORTS, POISON_SUFFIX
+from shared.telemetry import run_context, trigger_context
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.masterdata")
@@ -49,7 +50,8 @@ def masterdata_sync(req: func.HttpRequest) -> func.HttpResponse:
     if run_async:
         enqueued = masterdata.enqueue_sync(rt, force=force)
         return _json({"status": "accepted", "force": force, "enqueued": enqueued}, 202)
-    summary = masterdata.sync_all(rt, force=force)
+    with run_context("masterdata_sync"):
+        summary = masterdata.sync_all(rt, force=force)
     status = {"busy": 409, "failed": 502}.get(summary.status, 200)
     return func.HttpResponse(summary.model_dump_json(), status_code=status, mimetype="application/json")
 
@@ -66,8 +68,9 @@ for _prefix, _name in (("manage", "manage_masterdata_sync"), ("admin", "spec_adm
 def masterdata_timer(timer: func.TimerRequest) -> None:
     from shared.masterdata import enqueue_sync
 
-    enqueued = enqueue_sync(_runtime())
-    log.info("event=masterdata.scheduled companies=%d", len(enqueued))
+    with run_context("masterdata_timer"):
+        enqueued = enqueue_sync(_runtime())
+        log.info("event=masterdata.scheduled companies=%d", len(enqueued))
 
 
 @bp.function_name("masterdata_imports")
@@ -77,12 +80,13 @@ def masterdata_imports(msg: func.QueueMessage) -> None:
 
     raw = msg.get_body().decode("utf-8", errors="replace")
     rt = _runtime()
-    if masterdata.job_for_message(raw) is None:  # retrying cannot fix it: straight to the dead letters
-        from shared.deadletter import dead_letter
-        dead_letter(rt, MASTERDATA_IMPORTS, raw, "unreadable masterdata-imports message", kind=masterdata.KIND)
-        return
-    summary = masterdata.handle_import_message(rt, raw)
-    log.info("event=masterdata.run status=%s jobs=%s", summary.status, ",".join(summary.jobs))
+    with trigger_context(msg, MASTERDATA_IMPORTS):
+        if masterdata.job_for_message(raw) is None:  # retrying cannot fix it: straight to the dead letters
+            from shared.deadletter import dead_letter
+            dead_letter(rt, MASTERDATA_IMPORTS, raw, "unreadable masterdata-imports message", kind=masterdata.KIND)
+            return
+        summary = masterdata.handle_import_message(rt, raw)
+        log.info("event=masterdata.run status=%s jobs=%s", summary.status, ",".join(summary.jobs))
 
 
 @bp.function_name("masterdata_imports_poison")
@@ -92,5 +96,6 @@ def masterdata_imports_poison(msg: func.QueueMessage) -> None:
     from shared.deadletter import dead_letter
 
     raw = msg.get_body().decode("utf-8", errors="replace")
-    dead_letter(_runtime(), MASTERDATA_IMPORTS, raw, "retries exhausted: the master-data import kept failing",
-                kind=masterdata.KIND, job=masterdata.job_for_message(raw))
+    with trigger_context(msg, MASTERDATA_IMPORTS):
+        dead_letter(_runtime(), MASTERDATA_IMPORTS, raw, "retries exhausted: the master-data import kept failing",
+                    kind=masterdata.KIND, job=masterdata.job_for_message(raw))

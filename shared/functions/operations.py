@@ -88,7 +88,10 @@ for _prefix, _name in ROUTE_PREFIXES.items():
 def retention(timer: func.TimerRequest) -> None:
     from shared.retention import purge
 
-    purge(_runtime())
+    from shared.telemetry import run_context
+
+    with run_context("retention"):
+        purge(_runtime())
 
 
 def _scrubber(rt):

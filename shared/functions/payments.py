@@ -9,6 +9,7 @@ import azure.functions as func
 from shared import notifications
 from shared.jobs import utcnow
 from shared.storage import PAYMENT_CHECKS, POISON_SUFFIX
+from shared.telemetry import run_context, trigger_context
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.payments")
@@ -27,7 +28,8 @@ def bc_notifications(req: func.HttpRequest) -> func.HttpResponse:
     token = req.params.get("validationToken")
     if token is not None:
         return func.HttpResponse(token, status_code=200, mimetype="text/plain")
-    answer = notifications.handle_notification(_runtime, req.params, req.get_body() or b"")
+    with run_context("bc_notifications"):
+        answer = notifications.handle_notification(_runtime, req.params, req.get_body() or b"")
     return func.HttpResponse(answer.body, status_code=answer.status, mimetype=answer.mimetype)
 
 
@@ -41,14 +43,15 @@ def payment_checks(msg: func.QueueMessage) -> None:
 
     raw = msg.get_body().decode("utf-8", errors="replace")
     rt = _runtime()
-    try:
-        message = PaymentCheckMessage.model_validate_json(raw)
-    except ValidationError as exc:  # retrying cannot fix it: straight to the dead letters
-        from shared.deadletter import dead_letter
-        dead_letter(rt, PAYMENT_CHECKS, raw, f"unreadable payment-checks message: {exc.errors()[0]['msg']}")
-        return
-    outcome = check_payment(rt, message)
-    log.info("event=payments.check bc_id=%s source=%s outcome=%s", message.document_id, message.source, outcome)
+    with trigger_context(msg, PAYMENT_CHECKS):
+        try:
+            message = PaymentCheckMessage.model_validate_json(raw)
+        except ValidationError as exc:  # retrying cannot fix it: straight to the dead letters
+            from shared.deadletter import dead_letter
+            dead_letter(rt, PAYMENT_CHECKS, raw, f"unreadable payment-checks message: {exc.errors()[0]['msg']}")
+            return
+        outcome = check_payment(rt, message)
+        log.info("event=payments.check outcome=%s", outcome)
 
 
 @bp.function_name("payment_checks_poison")
@@ -56,8 +59,9 @@ def payment_checks(msg: func.QueueMessage) -> None:
 def payment_checks_poison(msg: func.QueueMessage) -> None:
     from shared.deadletter import dead_letter
 
-    dead_letter(_runtime(), PAYMENT_CHECKS, msg.get_body().decode("utf-8", errors="replace"),
-                "retries exhausted: the payment check kept failing")
+    with trigger_context(msg, PAYMENT_CHECKS):
+        dead_letter(_runtime(), PAYMENT_CHECKS, msg.get_body().decode("utf-8", errors="replace"),
+                    "retries exhausted: the payment check kept failing")
 
 
 @bp.function_name("payment_poll")
@@ -66,7 +70,8 @@ def payment_checks_poison(msg: func.QueueMessage) -> None:
 def payment_poll(timer: func.TimerRequest) -> None:
     from shared.payments import poll_payments
 
-    poll_payments(_runtime(), utcnow())
+    with run_context("payment_poll"):
+        poll_payments(_runtime(), utcnow())
 
 
 @bp.function_name("bc_subscriptions")
@@ -75,7 +80,8 @@ def payment_poll(timer: func.TimerRequest) -> None:
 def bc_subscriptions(timer: func.TimerRequest) -> None:
     from shared.subscriptions import ensure_subscriptions
 
-    ensure_subscriptions(_runtime(), utcnow())
+    with run_context("bc_subscriptions"):
+        ensure_subscriptions(_runtime(), utcnow())
 
 
 @bp.function_name("purchase_order_sync")
@@ -84,4 +90,5 @@ def bc_subscriptions(timer: func.TimerRequest) -> None:
 def purchase_order_sync(timer: func.TimerRequest) -> None:
     from shared.purchase_orders import sync_purchase_orders
 
-    sync_purchase_orders(_runtime(), utcnow())
+    with run_context("purchase_order_sync"):
+        sync_purchase_orders(_runtime(), utcnow())

@@ -271,8 +271,8 @@ def build_report(basware, bc, invoice_ids: list[str], imported: dict, app_url: s
     drafts = [d for d in bc.documents.values() if d.status == "Draft"]
     return {"posted": posted, "failed": failed, "payments": payments, "masterdata": imported,
             "bc_posted_documents": len(bc_posted), "bc_drafts_left": len(drafts),
-            "audit_hint": (f"GET {app_url}/api/admin/records/invoice/<jobId> (function key), e.g. "
-                           f"{app_url}/api/admin/records/invoice/{(failed or posted)[0]['jobId']}; or against "
+            "audit_hint": (f"GET {app_url}/api/manage/records/invoice/<jobId> (function key), e.g. "
+                           f"{app_url}/api/manage/records/invoice/{(failed or posted)[0]['jobId']}; or against "
                            "storage: python -m shared.cli records show invoice <jobId>") if (failed or posted) else ""}
 
 

@@ -276,7 +276,8 @@ def test_fuzzed_webhooks_never_5xx_and_never_enqueue_without_a_valid_signature(a
                 problems.append(f"case {n} ({what}): enqueued without a valid signature ({status})")
             elif grew != (1 if status == 202 else 0):
                 problems.append(f"case {n} ({what}): answered {status} and enqueued {grew}")
-            elif not signed and status not in (401, 413):
+            elif not signed and status not in (401, 413) and not (status == 200 and not signatures
+                                                                  and b"ConnectionTest" in body):
                 problems.append(f"case {n} ({what}): unsigned body answered {status}")
     finally:
         client.close()

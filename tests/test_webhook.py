@@ -155,6 +155,19 @@ def test_connection_test_is_200_and_enqueues_nothing(queue):
     assert messages() == []
 
 
+def test_an_unsigned_connection_test_is_200_but_a_wrongly_signed_one_is_401(queue):
+    """Whether Basware signs its ConnectionTest is unknown: without a signature header it is answered
+    (it causes no work); with a signature, the signature must be valid."""
+    enqueue, messages = queue
+    body = task(None, task_type="ConnectionTest")
+    assert handle_webhook(body, {}, SECRET, enqueue) == (200, {"status": "ok"})
+    wrong = {"X-BWAPI-Signature-256": hmac.new(b"not-the-secret", body, hashlib.sha256).hexdigest()}
+    assert handle_webhook(body, wrong, SECRET, enqueue)[0] == 401
+    unsigned_task = task("inv-1")
+    assert handle_webhook(unsigned_task, {}, SECRET, enqueue)[0] == 401
+    assert messages() == []
+
+
 def test_the_specs_misspelled_task_type_is_accepted(queue):
     enqueue, messages = queue
     body = task("inv-typo", task_type="AccoutingDocuments")

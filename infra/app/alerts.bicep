@@ -37,7 +37,7 @@ var rules = [
   {
     name: 'dead-lettered-jobs'
     displayName: 'ml-connector: job dead-lettered'
-    description: 'A job exhausted its retries and was dead-lettered (shared/deadletter.py). Find it with GET /api/admin/records?status=dead_lettered, fix the cause, then replay it.'
+    description: 'A job exhausted its retries and was dead-lettered (shared/deadletter.py). Find it with GET /api/manage/records?status=dead_lettered, fix the cause, then replay it.'
     severity: 1
     query: 'traces\n| where message contains "event=job.dead_lettered"'
     threshold: 0
@@ -45,7 +45,7 @@ var rules = [
   {
     name: 'failed-transfers'
     displayName: 'ml-connector: invoice transfer failed'
-    description: 'An invoice could not be booked in Business Central and a failure transfer response went to Basware. The AP clerk sees the reason in Basware; check GET /api/admin/records?kind=invoice&status=failed.'
+    description: 'An invoice could not be booked in Business Central and a failure transfer response went to Basware. The AP clerk sees the reason in Basware; check GET /api/manage/records?kind=invoice&status=failed.'
     severity: 2
     query: 'traces\n| where message contains "event=transfer.failed"'
     threshold: 0

@@ -8,7 +8,9 @@ process) with a fresh Azurite: each request carries a validly signed `Accounting
 (HMAC-SHA256, hex) for a distinct document id, so each is verified, parsed and enqueued on
 `invoice-transfers` (one Azurite round trip) and answered 202. Queue triggers are off so that the
 figures are the intake's alone (in Azure the workers would not share the HTTP instance's CPU
-either); every accepted message is counted on the queue afterwards.
+either); the accepted messages are counted on the queue after each load level, and the queue is
+then emptied, so that each level starts on an empty queue as it would with the workers running
+(Azurite slows down with the queue's depth; Azure does not).
 
 Clients are threads in this process, each with its own keep-alive connection:
 - closed loop: N clients send back to back for `--seconds`; latency = send to full answer;
@@ -161,13 +163,19 @@ class Load:
                 "from_due": latency_summary(due_latencies), "from_send": latency_summary(service_latencies)}
 
 
-def queue_length(connection_string: str) -> int:
+def queue_length(connection_string: str, clear: bool = False) -> int:
+    """Messages on `invoice-transfers`; with `clear`, then empties it. Azurite's queue operations slow
+    down with the queue's depth (about 10x from 1,000 to 10,000 messages on this machine), Azure's do
+    not, so every load level starts on an empty queue, as it would with the workers running."""
     from azure.storage.queue import QueueClient
 
     from shared.storage import INVOICE_TRANSFERS
 
     queue = QueueClient.from_connection_string(connection_string, INVOICE_TRANSFERS)
-    return queue.get_queue_properties().approximate_message_count
+    count = queue.get_queue_properties().approximate_message_count
+    if clear:
+        queue.clear_messages()
+    return count
 
 
 def azurite_baseline(connection_string: str, seconds: float) -> list[dict]:
@@ -217,14 +225,21 @@ def run(concurrency=(1, 10, 50, 100), seconds: float = 6.0, rates=(50, 100, 150,
             f"Azurite {stack.azurite.queue_port}; clients: threads in this process, keep-alive connections")
         load = Load(stack.app_url, uuid.uuid4().hex[:8])
         load.closed_loop(4, 2.0)  # warm-up: the app builds its runtime and queue client on first use
-        accepted_before = queue_length(stack.azurite.connection_string)
-        accepted = 0
+        time.sleep(0.5)
+        queue_length(stack.azurite.connection_string, clear=True)
+        accepted = queued = 0
+
+        def count_and_clear() -> None:
+            nonlocal queued
+            time.sleep(0.5)
+            queued += queue_length(stack.azurite.connection_string, clear=True)
         cpu = stack.cpu_meter()
         for clients in concurrency:
             row = load.closed_loop(clients, seconds)
             row["cpu_ms_per_request"] = cpu.per_item_ms(row["count"])
             figures["closed_loop"].append(row)
             accepted += row["statuses"].get(202, 0)
+            count_and_clear()
             out(f"  {clients:>3} concurrent clients: {row['throughput_rps']:>6.1f} req/s over {row['seconds']:.1f}s "
                 f"({row['count']} requests, statuses {row['statuses']}); {_fmt(row)}")
             out(f"      {cpu_line(row['cpu_ms_per_request'])}")
@@ -235,6 +250,7 @@ def run(concurrency=(1, 10, 50, 100), seconds: float = 6.0, rates=(50, 100, 150,
             row["cpu_ms_per_request"] = cpu.per_item_ms(row["requests"])
             figures["open_loop"].append(row)
             accepted += row["statuses"].get(202, 0)
+            count_and_clear()
             due, send = row["from_due"], row["from_send"]
             verdict = "within" if due["p99_ms"] < GOAL_P99_MS else "over"
             out(f"  fixed rate {rate:>4.0f} req/s for {rate_seconds:.0f}s: achieved {row['throughput_rps']:.1f} req/s "
@@ -246,8 +262,6 @@ def run(concurrency=(1, 10, 50, 100), seconds: float = 6.0, rates=(50, 100, 150,
         for row in baseline:
             out(f"  baseline, Azurite alone: {row['threads']:>2} thread(s) in this process calling QueueClient.send_message "
                 f"back to back: {row['throughput_rps']:.0f} msg/s, {_fmt(row)}")
-        time.sleep(0.5)
-        queued = queue_length(stack.azurite.connection_string) - accepted_before
         figures["accepted"] = accepted
         figures["queued"] = queued
         out(f"  messages on invoice-transfers: {queued} for {accepted} answers 202 "

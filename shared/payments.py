@@ -301,14 +301,8 @@ def check_payment(rt, message: PaymentCheckMessage, now: datetime | None = None)
         return "not_paid"
     ids = dict(bc_id=document_id, bc_company_id=posted.company_id, bc_entity=posted.entity,
                bc_number=document.number, basware_id=posted.basware_id, invoice_job_id=posted.invoice_job_id)
-    claim = rt.jobs.claim(KIND, pid, rt.worker_id, initial_state=DETECTED, allow_finished=replay, **ids)
-    if not claim.won:
-        if claim.reason == "finished":
-            return "already_sent"
-        raise JobBusy(f"payment job {pid} is being worked by another worker")
-    job = claim.job
-    if job.state == DONE:
-        rt.jobs.release(job)
+    job = _claim(rt, pid, replay, initial_state=DETECTED, **ids)
+    if job is None:
         return "already_sent"
 
     check = PaymentCheckMessage(company_id=posted.company_id, document_id=document_id, resource=posted.entity,
@@ -336,6 +330,19 @@ def check_payment(rt, message: PaymentCheckMessage, now: datetime | None = None)
     return "queued"
 
 
+def _claim(rt, pid: str, allow_finished: bool, **fields) -> Job | None:
+    """The payment job, claimed by this worker; None when it is already sent. Raises JobBusy."""
+    claim = rt.jobs.claim(KIND, pid, rt.worker_id, allow_finished=allow_finished, **fields)
+    if not claim.won:
+        if claim.reason == "finished":
+            return None
+        raise JobBusy(f"payment job {pid} is being worked by another worker")
+    if claim.job.state == DONE:  # finished between the caller's read and the claim
+        rt.jobs.release(claim.job)
+        return None
+    return claim.job
+
+
 # -- the basware-callbacks sender (dispatched by shared/callbacks.py) --------------------------------------
 def _recorded_by_basware(rt, job: Job) -> bool:
     document = rt.basware.get_document(str(job.get("basware_id")))
@@ -353,14 +360,8 @@ def send_payment_response(rt, message: CallbackMessage) -> str:
     replay = job.state in (FAILED, DEAD_LETTERED) and job.get("replay") == "pending" and bool(job.get("response"))
     if job.finished and not replay:
         return "already_sent" if job.state == DONE else "finished"
-    claim = rt.jobs.claim(KIND, job.id, rt.worker_id, allow_finished=replay)
-    if not claim.won:
-        if claim.reason == "finished":
-            return "already_sent"
-        raise JobBusy(f"payment job {job.id} is being worked by another worker")
-    job = claim.job
-    if job.state == DONE:
-        rt.jobs.release(job)
+    job = _claim(rt, job.id, replay)
+    if job is None:
         return "already_sent"
     if replay:
         job = rt.jobs.update(job, replay="claimed")  # a stale copy of the message cannot resume it again

@@ -197,7 +197,7 @@ class Stack:
         from scripts.azurite import start_azurite
         from scripts.local_env import connector_env
 
-        self.azurite = start_azurite()
+        self.azurite = start_azurite(in_memory=True)
         self.basware = BaswareSandbox(seed_documents=False, **self.basware_config)
         self.basware.calls.keep_bodies = False
         self.bc = BcSandbox(seed_purchase_orders=False, **self.bc_config)

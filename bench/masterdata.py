@@ -64,7 +64,7 @@ class _Env:
 
     def __init__(self, bc: BcSandbox) -> None:
         self.bc = bc
-        self.azurite = start_azurite()
+        self.azurite = start_azurite(in_memory=True)
         self.basware = BaswareSandbox(seed_documents=False)
         self.basware.calls.keep_bodies = False
         self._server = SandboxServer(self.basware).start()

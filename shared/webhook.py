@@ -4,7 +4,8 @@ Order matters: the size and the signature are checked on the raw bytes before an
 so a wrongly signed or oversized body never reaches the JSON parser, and nothing is enqueued without
 a valid signature. One exception, from reference/basware-api.md section 6 ("answer ConnectionTest
 with 200, and with a valid signature check if one is present"): a body with *no* signature header is
-parsed only to see whether it is Basware's ConnectionTest, which gets 200 and causes no work. The only I/O is the single enqueue; no storage reads, so answers stay fast.
+parsed only to see whether it is Basware's ConnectionTest, which gets 200 and causes no work.
+The only I/O is the single enqueue; no storage reads, so answers stay fast.
 Notifications are hints (reference/basware-api.md section 6): the worker re-reads the invoice.
 """
 from __future__ import annotations

@@ -5,8 +5,8 @@
 `handle.stop()` ends it. `in_memory=True` (the benchmarks) runs it with `--inMemoryPersistence`:
 on disk Azurite writes queue extents per message and periodically saves its whole table database,
 a CPU cost that grows with the data (a 10,000-invoice benchmark spent 86 ms of Azurite CPU per
-invoice on disk, 69 ms in memory). The test suite keeps the default, which ran it faster here
-(7 min 46 s against 8 min 48 s on a clean clone).
+invoice on disk, 69 ms in memory). The test suite keeps the default: in memory it was no faster
+(8 min 48 s against 8 min 43 s on disk, clean clones on this machine).
 """
 from __future__ import annotations
 

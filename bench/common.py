@@ -255,9 +255,25 @@ class Stack:
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(one, ids))
 
-    def deliver_in_background(self, invoice_ids: Iterable[str], *, workers: int = 4) -> threading.Thread:
-        thread = threading.Thread(target=self.deliver, args=(list(invoice_ids),), kwargs={"workers": workers},
-                                  daemon=True, name="bench-webhooks")
+    def deliver_in_background(self, invoice_ids: Iterable[str], *, workers: int = 4, backlog: int = 0,
+                              done: list[int] | None = None, chunk: int = 50) -> threading.Thread:
+        """`deliver` on a thread. With `backlog` (and `done`, a one-item list the caller keeps at the
+        number transferred), never more than `backlog` invoices ahead of the transfers."""
+        ids = list(invoice_ids)
+
+        def run() -> None:
+            if not backlog or done is None:
+                self.deliver(ids, workers=workers)
+                return
+            sent = 0
+            for start in range(0, len(ids), chunk):
+                while sent - done[0] > backlog:
+                    time.sleep(0.1)
+                part = ids[start:start + chunk]
+                self.deliver(part, workers=workers)
+                sent += len(part)
+
+        thread = threading.Thread(target=run, daemon=True, name="bench-webhooks")
         thread.start()
         return thread
 

@@ -24,7 +24,6 @@ as such, with the figures of the part that finished. At ~10 invoices/s on a 2-co
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
 from bench.common import Stack, cpu_line, header, mb, proc_memory
@@ -32,22 +31,6 @@ from bench.common import Stack, cpu_line, header, mb, proc_memory
 from sandbox import seed  # noqa: E402
 
 SIZES = (100, 1_000, 10_000)
-
-
-def paced_delivery(stack: Stack, ids: list[str], done: list[int], backlog: int, chunk: int = 50) -> threading.Thread:
-    """Deliver the webhooks in the background, never more than `backlog` ahead of `done[0]`."""
-    def run() -> None:
-        sent = 0
-        for start in range(0, len(ids), chunk):
-            while backlog and sent - done[0] > backlog:
-                time.sleep(0.1)
-            part = ids[start:start + chunk]
-            stack.deliver(part, workers=4)
-            sent += len(part)
-
-    thread = threading.Thread(target=run, daemon=True, name="bench-webhooks")
-    thread.start()
-    return thread
 
 
 def measure(size: int, budget: float, out=print, backlog: int = 200) -> dict:
@@ -63,7 +46,7 @@ def measure(size: int, budget: float, out=print, backlog: int = 200) -> dict:
         reached: list[tuple[int, float, int | None]] = []  # (done, seconds, rss)
         started = time.perf_counter()
         progress = [0]  # transferred so far, read by the paced sender
-        sender = paced_delivery(stack, ids, progress, backlog)
+        sender = stack.deliver_in_background(ids, backlog=backlog, done=progress)
         pending = list(ids)
         done = 0
         while pending and time.perf_counter() - started < budget:

@@ -32,6 +32,7 @@ MAX_DOCUMENT_ID = 256
 # The spec's own example misspells the task type (reference/basware-api.md section 6).
 ACCOUNTING_DOCUMENT_TASKS = frozenset({"accountingdocuments", "accoutingdocuments"})
 TRANSFER_SUBTYPES = frozenset({"waitingfortransfer", "all", ""})
+CONNECTION_TEST = "connectiontest"  # Basware's endpoint check when a subscription is created
 
 Enqueue = Callable[[InvoiceTransferMessage], None]
 
@@ -91,7 +92,7 @@ def _is_connection_test(body: bytes) -> bool:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return False
     task_type = payload.get("taskType") if isinstance(payload, dict) else None
-    return isinstance(task_type, str) and task_type.strip().lower() == "connectiontest"
+    return isinstance(task_type, str) and task_type.strip().lower() == CONNECTION_TEST
 
 
 def handle_webhook(body: bytes, headers: Mapping[str, str], secret: Secret | str,
@@ -101,9 +102,10 @@ def handle_webhook(body: bytes, headers: Mapping[str, str], secret: Secret | str
         log.warning("event=webhook.rejected reason=too_large bytes=%d", len(body))
         return 413, {"error": "body larger than 1 MB"}
     key = secret.reveal() if isinstance(secret, Secret) else secret
-    encoding = verify_signature(body, _header(headers, SIGNATURE_HEADER), key)
+    signature = _header(headers, SIGNATURE_HEADER)
+    encoding = verify_signature(body, signature, key)
     if encoding is None:
-        present = _header(headers, SIGNATURE_HEADER) is not None
+        present = signature is not None
         if not present and _is_connection_test(body):
             # Whether Basware signs the ConnectionTest it sends when a subscription is created is
             # UNKNOWN; refusing it would refuse the subscription. It does no work, so answer 200.
@@ -125,7 +127,7 @@ def handle_webhook(body: bytes, headers: Mapping[str, str], secret: Secret | str
         return 400, {"error": "not a Basware notification"}
 
     task_type = str(task.task_type or "").strip().lower()
-    if task_type == "connectiontest":
+    if task_type == CONNECTION_TEST:
         log.info("event=webhook.connection_test")
         return 200, {"status": "ok"}
     document_id = task.document_id.strip() if isinstance(task.document_id, str) else ""

@@ -87,7 +87,6 @@ for _prefix, _name in ROUTE_PREFIXES.items():
 @bp.timer_trigger(arg_name="timer", schedule="%RETENTION_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def retention(timer: func.TimerRequest) -> None:
     from shared.retention import purge
-
     from shared.telemetry import run_context
 
     with run_context("retention"):

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test host sandboxes bench setup clean
+.PHONY: run test test-unit test-fast host sandboxes bench setup clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ run: setup
 ## Run the test suite (starts its own Azurite and sandboxes).
 test: setup
 	$(PY) -m pytest -q
+
+## The fast tiers for the edit loop: unit (seconds), then unit + integration without the running app.
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+test-fast: setup
+	$(PY) -m pytest -q -m "not e2e"
 
 ## Run the app (local Functions host) against whatever endpoints local.settings.json / the environment name.
 host: setup

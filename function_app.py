@@ -7,8 +7,8 @@ import logging
 
 import azure.functions as func
 
-from shared.settings import load_settings
-from shared.telemetry import configure_logging
+from shared.core.settings import load_settings
+from shared.core.telemetry import configure_logging
 
 configure_logging()
 try:

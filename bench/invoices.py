@@ -94,8 +94,8 @@ def transfer(stack: Stack, docs: list[dict], timeout: float, out=print) -> tuple
 
 def check_outcome(stack: Stack, docs: list[dict]) -> dict:
     """Posted exactly once, one successful transfer response, no drafts; dead-lettered jobs."""
-    from shared.jobs import DEAD_LETTERED, JobStore
-    from shared.storage import Storage
+    from shared.store.jobs import DEAD_LETTERED, JobStore
+    from shared.store.storage import Storage
 
     by_number: dict[str, list] = {}
     for doc in stack.bc.documents.values():

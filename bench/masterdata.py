@@ -37,11 +37,11 @@ from sandbox.bc import BcSandbox  # noqa: E402
 from sandbox.common import SandboxServer  # noqa: E402
 from scripts.azurite import start_azurite  # noqa: E402
 from scripts.local_env import connector_env  # noqa: E402
-from shared import masterdata  # noqa: E402
-from shared.masterdata import SyncOptions  # noqa: E402
-from shared.masterdata_state import HashStore  # noqa: E402
-from shared.runtime import build_runtime  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
+from shared.flows.masterdata import sync as masterdata  # noqa: E402
+from shared.flows.masterdata.sync import SyncOptions  # noqa: E402
+from shared.store.syncstate import HashStore  # noqa: E402
+from shared.core.runtime import build_runtime  # noqa: E402
+from shared.core.settings import load_settings  # noqa: E402
 
 MASTERDATA_PATHS = ("/v1/vendors", "/v1/accounts", "/v1/costCenters", "/v2/projects", "/v1/lists/")
 _STATE: "_StateWriteClock"
@@ -117,7 +117,7 @@ class _MemoryHashStore(HashStore):
     rows: dict = {}
 
     def load(self):
-        from shared.masterdata_state import Stored
+        from shared.store.syncstate import Stored
         return {k: Stored(v["hash"], v["active"], v.get("refused", "")) for k, v in
                 self.rows.get(self.partition, {}).items()}
 

@@ -166,7 +166,7 @@ class Load:
 def queue_length(connection_string: str) -> int:
     from azure.storage.queue import QueueClient
 
-    from shared.storage import INVOICE_TRANSFERS
+    from shared.store.storage import INVOICE_TRANSFERS
 
     queue = QueueClient.from_connection_string(connection_string, INVOICE_TRANSFERS)
     return queue.get_queue_properties().approximate_message_count

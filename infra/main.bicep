@@ -117,7 +117,7 @@ var tags = { 'azd-env-name': environmentName }
 var functionAppName = 'func-mlc-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 
-// The app's defaults (shared/settings.py), set explicitly so the schedules always resolve: the
+// The app's defaults (shared/core/settings.py), set explicitly so the schedules always resolve: the
 // host cannot index a timer whose %SETTING% placeholder has no value.
 var defaultSchedules = {
   POLL_SCHEDULE: '0 */5 * * * *'
@@ -131,7 +131,7 @@ var defaultBaswareScopes = 'accountingDocuments.read accountingDocuments.write v
 var defaultBcApiUrl = 'https://api.businesscentral.dynamics.com'
 var defaultTotalTolerance = '0.01'
 
-// Queues and tables the code uses (spec.md section 4, shared/storage.py), created up front so no
+// Queues and tables the code uses (spec.md section 4, shared/store/storage.py), created up front so no
 // trigger or poison handler waits for a first write. `<queue>-poison` is where the runtime moves a
 // message after maxDequeueCount failures; each has a dead-letter trigger.
 var appQueues = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from sandbox import seed
-from shared.settings import DEFAULT_SCHEDULES
+from shared.core.settings import DEFAULT_SCHEDULES
 
 
 def connector_env(storage_connection: str, basware_url: str, bc_url: str, **overrides: str) -> dict[str, str]:

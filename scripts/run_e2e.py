@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"    {app.url} is up; GET /api/health -> {health.status_code} ({checks})")
 
         say("3/7 Registering the Basware webhook (Basware sends a signed ConnectionTest first)")
-        from shared.basware_client import BaswareClient
-        from shared.secrets import Secret
-        from shared.tokens import BaswareTokenProvider
+        from shared.clients.basware import BaswareClient
+        from shared.core.secrets import Secret
+        from shared.clients.tokens import BaswareTokenProvider
 
         bw_client = BaswareClient(bw_server.base_url, BaswareTokenProvider(
             f"{bw_server.base_url}/v1/tokens", seed.BASWARE_CLIENT_ID, Secret(seed.BASWARE_CLIENT_SECRET),
@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def save_audit_trails(connection_string: str, report: dict) -> Path:
     """Each invoice's audit trail as a JSON file, so it can be read after the run's storage is gone."""
-    from shared.audit import AuditLog
-    from shared.storage import Storage
+    from shared.store.audit import AuditLog
+    from shared.store.storage import Storage
 
     folder = ROOT / ".run" / "audit"
     folder.mkdir(parents=True, exist_ok=True)
@@ -249,7 +249,7 @@ def recorded_calls(basware, bc) -> dict:
 
 
 def build_report(basware, bc, invoice_ids: list[str], imported: dict, app_url: str) -> dict:
-    from shared.jobs import job_id
+    from shared.store.jobs import job_id
 
     posted, failed, payments = [], [], []
     for invoice_id in invoice_ids:
@@ -273,7 +273,7 @@ def build_report(basware, bc, invoice_ids: list[str], imported: dict, app_url: s
             "bc_posted_documents": len(bc_posted), "bc_drafts_left": len(drafts),
             "audit_hint": (f"GET {app_url}/api/manage/records/invoice/<jobId> (function key), e.g. "
                            f"{app_url}/api/manage/records/invoice/{(failed or posted)[0]['jobId']}; or against "
-                           "storage: python -m shared.cli records show invoice <jobId>") if (failed or posted) else ""}
+                           "storage: python -m shared.ops.cli records show invoice <jobId>") if (failed or posted) else ""}
 
 
 def print_report(report: dict) -> None:

@@ -112,9 +112,9 @@ def env(fresh_azurite, basware_sandbox, bc_sandbox) -> dict[str, str]:
 @pytest.fixture
 def rt(env):
     """The connector's collaborators, built from settings like in production, with short backoffs."""
-    from shared.http import RetryConfig
-    from shared.runtime import build_runtime
-    from shared.settings import load_settings
+    from shared.clients.http import RetryConfig
+    from shared.core.runtime import build_runtime
+    from shared.core.settings import load_settings
 
     runtime = build_runtime(load_settings(env), retry=RetryConfig(max_attempts=5, backoff_base=0.02,
                                                                   backoff_max=0.2, max_inline_wait=2))
@@ -187,3 +187,13 @@ def app_process():
     yield start
     for proc in started:
         proc.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its tier from its folder; a test that starts the real app is e2e wherever it lives."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in ("unit", "integration", "e2e"):
+            item.add_marker(tier)
+        if tier != "e2e" and "app_process" in getattr(item, "fixturenames", ()):
+            item.add_marker("e2e")

@@ -1,4 +1,4 @@
-// Log alerts over the app's structured log lines (`event=<name> key=value ...`, shared/telemetry.py)
+// Log alerts over the app's structured log lines (`event=<name> key=value ...`, shared/core/telemetry.py)
 // as they land in Application Insights `traces`.
 param location string
 param tags object = {}
@@ -37,7 +37,7 @@ var rules = [
   {
     name: 'dead-lettered-jobs'
     displayName: 'ml-connector: job dead-lettered'
-    description: 'A job exhausted its retries and was dead-lettered (shared/deadletter.py). Find it with GET /api/manage/records?status=dead_lettered, fix the cause, then replay it.'
+    description: 'A job exhausted its retries and was dead-lettered (shared/store/deadletter.py). Find it with GET /api/manage/records?status=dead_lettered, fix the cause, then replay it.'
     severity: 1
     query: 'traces\n| where message contains "event=job.dead_lettered"'
     threshold: 0

@@ -1,6 +1,6 @@
 // The function app on Flex Consumption, and every app setting the code reads (spec.md section 2),
 // in one place: `appSettings` (always set) and `optionalAppSettings` (set only when given).
-// tests/test_infra.py checks these against shared/settings.py SETTING_NAMES.
+// tests/test_infra.py checks these against shared/core/settings.py SETTING_NAMES.
 param name string
 param planName string
 param location string
@@ -74,8 +74,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 // at 5 concurrent outbound calls, so the limit is enforced in three layers:
 //
 // 1. Per instance, the hard cap: the app builds one BC client per worker process
-//    (shared/runtime.py) and that client lets at most 5 requests through at once
-//    (shared/http.py, a BoundedSemaphore(5)). Python runs one worker process per instance, because
+//    (shared/core/runtime.py) and that client lets at most 5 requests through at once
+//    (shared/clients/http.py, a BoundedSemaphore(5)). Python runs one worker process per instance, because
 //    this template does not set FUNCTIONS_WORKER_PROCESS_COUNT. So one instance never has more than
 //    5 BC requests in flight, however many invocations it runs.
 // 2. Per queue function and instance: host.json `extensions.queues` batchSize 4 + newBatchThreshold 2
@@ -89,13 +89,13 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 //    160 messages could run 40 instances x 5 = 200 BC requests.
 //
 // Beyond the budget the design degrades, it does not break: BC queues the extra requests instead of
-// failing them, and a 429 is retried with backoff that honours Retry-After (shared/http.py). The
+// failing them, and a 429 is retried with backoff that honours Retry-After (shared/clients/http.py). The
 // queue then redelivers after visibilityTimeout, and after maxDequeueCount the job is dead-lettered
 // and can be replayed. Jobs are idempotent (spec.md 1.1), and app/alerts.bicep alerts on repeated
 // 429s. For the rate budget, 6,000 requests per 5 minutes is 20 a second, which one instance with 5
 // requests in flight reaches only if BC answers in under 250 ms.
 //
-// A strict global cap needs a cross-instance limiter in shared/http.py, for example five blob leases
+// A strict global cap needs a cross-instance limiter in shared/clients/http.py, for example five blob leases
 // in this storage account. Lowering `maximumInstanceCount` narrows a burst but cannot get to 5: newer
 // Microsoft pages are reported to allow values down to 1 (not verified here; main.bicep accepts it
 // so it can be tried), but the cap applies per scale group, and each queue function is its own group.
@@ -159,16 +159,16 @@ var bcNotificationUrl = '${baseUrl}/api/bc/notifications'
 // Always set. The four secrets are Key Vault references; their values never pass through ARM.
 var appSettings = {
   // Host and app storage through the managed identity (the code reads the same settings:
-  // shared/settings.py, shared/storage.py). No AzureWebJobsStorage connection string exists.
+  // shared/core/settings.py, shared/store/storage.py). No AzureWebJobsStorage connection string exists.
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
   AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
   AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
 
-  // The app reads secrets from the vault by kebab-case name when this is set (shared/secrets.py).
+  // The app reads secrets from the vault by kebab-case name when this is set (shared/core/secrets.py).
   KEY_VAULT_URL: vault.properties.vaultUri
-  // shared/secrets.py uses DefaultAzureCredential, which picks a user-assigned identity only when
+  // shared/core/secrets.py uses DefaultAzureCredential, which picks a user-assigned identity only when
   // told its client id. Without this the vault client finds no identity and start-up fails.
   AZURE_CLIENT_ID: identityClientId
 

@@ -1,6 +1,6 @@
 // The vault for the connector's four secrets. The template creates no secret: an operator puts them
 // in after deployment (docs/deploy.md), named after their settings in kebab case
-// (shared/secrets.py `kebab`):
+// (shared/core/secrets.py `kebab`):
 //   basware-client-secret, basware-webhook-secret, bc-client-secret, bc-client-state
 // The app reads them through Key Vault references (app/api.bicep) and, because KEY_VAULT_URL is set,
 // directly with its managed identity; both need Key Vault Secrets User (app/rbac.bicep).

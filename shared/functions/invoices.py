@@ -9,14 +9,14 @@ from pathlib import Path
 import azure.functions as func
 from pydantic import ValidationError
 
-from shared.callbacks import handle_callback
-from shared.deadletter import dead_letter
-from shared.invoice_flow import poll_invoices, transfer_invoice
+from shared.flows.callbacks import handle_callback
+from shared.store.deadletter import dead_letter
+from shared.flows.invoices.transfer import poll_invoices, transfer_invoice
 from shared.models.messages import CallbackMessage, InvoiceTransferMessage
-from shared.runtime import runtime
-from shared.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, POISON_SUFFIX
-from shared.telemetry import run_context, trigger_context
-from shared.webhook import handle_webhook
+from shared.core.runtime import runtime
+from shared.store.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, POISON_SUFFIX
+from shared.core.telemetry import run_context, trigger_context
+from shared.flows.invoices.intake import handle_webhook
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.invoices")

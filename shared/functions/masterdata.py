@@ -15,8 +15,8 @@ import logging
 
 import azure.functions as func
 
-from shared.storage import MASTERDATA_IMPORTS, POISON_SUFFIX
-from shared.telemetry import run_context, trigger_context
+from shared.store.storage import MASTERDATA_IMPORTS, POISON_SUFFIX
+from shared.core.telemetry import run_context, trigger_context
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.masterdata")
@@ -27,7 +27,7 @@ _FALSE = {"", "0", "false", "no", "off"}
 
 
 def _runtime():
-    from shared.runtime import runtime
+    from shared.core.runtime import runtime
     return runtime()
 
 
@@ -41,7 +41,7 @@ def _json(body: dict, status: int) -> func.HttpResponse:
 
 
 def masterdata_sync(req: func.HttpRequest) -> func.HttpResponse:
-    from shared import masterdata
+    from shared.flows.masterdata import sync as masterdata
 
     force, run_async = _flag(req.params.get("force")), _flag(req.params.get("async"))
     if force is None or run_async is None:
@@ -66,7 +66,7 @@ for _prefix, _name in (("manage", "manage_masterdata_sync"), ("admin", "spec_adm
 @bp.function_name("masterdata_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%MASTERDATA_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def masterdata_timer(timer: func.TimerRequest) -> None:
-    from shared.masterdata import enqueue_sync
+    from shared.flows.masterdata.sync import enqueue_sync
 
     with run_context("masterdata_timer"):
         enqueued = enqueue_sync(_runtime())
@@ -76,13 +76,13 @@ def masterdata_timer(timer: func.TimerRequest) -> None:
 @bp.function_name("masterdata_imports")
 @bp.queue_trigger(arg_name="msg", queue_name=MASTERDATA_IMPORTS, connection=CONNECTION)
 def masterdata_imports(msg: func.QueueMessage) -> None:
-    from shared import masterdata
+    from shared.flows.masterdata import sync as masterdata
 
     raw = msg.get_body().decode("utf-8", errors="replace")
     rt = _runtime()
     with trigger_context(msg, MASTERDATA_IMPORTS):
         if masterdata.job_for_message(raw) is None:  # retrying cannot fix it: straight to the dead letters
-            from shared.deadletter import dead_letter
+            from shared.store.deadletter import dead_letter
             dead_letter(rt, MASTERDATA_IMPORTS, raw, "unreadable masterdata-imports message", kind=masterdata.KIND)
             return
         summary = masterdata.handle_import_message(rt, raw)
@@ -92,8 +92,8 @@ def masterdata_imports(msg: func.QueueMessage) -> None:
 @bp.function_name("masterdata_imports_poison")
 @bp.queue_trigger(arg_name="msg", queue_name=MASTERDATA_IMPORTS + POISON_SUFFIX, connection=CONNECTION)
 def masterdata_imports_poison(msg: func.QueueMessage) -> None:
-    from shared import masterdata
-    from shared.deadletter import dead_letter
+    from shared.flows.masterdata import sync as masterdata
+    from shared.store.deadletter import dead_letter
 
     raw = msg.get_body().decode("utf-8", errors="replace")
     with trigger_context(msg, MASTERDATA_IMPORTS):

@@ -13,7 +13,7 @@
   come up (the host lists the `admin/` ones as "functions in error"); the local host serves both.
 - timer `%RETENTION_SCHEDULE%`: removes finished jobs and audit rows older than RETENTION_DAYS.
 
-Thin: the logic is in shared/admin.py, shared/health.py and shared/retention.py.
+Thin: the logic is in shared/ops/admin.py, shared/ops/health.py and shared/ops/retention.py.
 """
 import json
 import logging
@@ -23,12 +23,12 @@ import azure.functions as func
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.operations")
 
-# prefix -> function-name prefix; shared/cli.py uses "manage", which works on every host
+# prefix -> function-name prefix; shared/ops/cli.py uses "manage", which works on every host
 ROUTE_PREFIXES = {"manage": "manage", "admin": "spec_admin"}
 
 
 def _runtime():
-    from shared.runtime import runtime
+    from shared.core.runtime import runtime
     return runtime()
 
 
@@ -39,14 +39,14 @@ def _json(body, status: int = 200) -> func.HttpResponse:
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.health import check_health
+    from shared.ops.health import check_health
 
     report = check_health(_runtime())
     return _json(report, 200 if report["status"] == "ok" else 503)
 
 
 def records_list(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.admin import list_records
+    from shared.ops.admin import list_records
 
     raw_limit = req.params.get("limit") or "200"
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 5000:
@@ -57,7 +57,7 @@ def records_list(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def record_show(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.admin import show_record
+    from shared.ops.admin import show_record
 
     rt = _runtime()
     kind, id = req.route_params.get("kind", ""), req.route_params.get("id", "")
@@ -68,7 +68,7 @@ def record_show(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def record_replay(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.admin import replay_record
+    from shared.ops.admin import replay_record
 
     outcome = replay_record(_runtime(), req.route_params.get("kind", ""), req.route_params.get("id", ""),
                             requested_by="operator (HTTP)")
@@ -86,13 +86,13 @@ for _prefix, _name in ROUTE_PREFIXES.items():
 @bp.function_name("retention")
 @bp.timer_trigger(arg_name="timer", schedule="%RETENTION_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def retention(timer: func.TimerRequest) -> None:
-    from shared.retention import purge
-    from shared.telemetry import run_context
+    from shared.ops.retention import purge
+    from shared.core.telemetry import run_context
 
     with run_context("retention"):
         purge(_runtime())
 
 
 def _scrubber(rt):
-    from shared.audit import Scrubber
+    from shared.store.audit import Scrubber
     return Scrubber(rt.settings.secret_values())

@@ -6,10 +6,10 @@ import logging
 
 import azure.functions as func
 
-from shared import notifications
-from shared.jobs import utcnow
-from shared.storage import PAYMENT_CHECKS, POISON_SUFFIX
-from shared.telemetry import run_context, trigger_context
+from shared.flows.payments import notifications
+from shared.store.jobs import utcnow
+from shared.store.storage import PAYMENT_CHECKS, POISON_SUFFIX
+from shared.core.telemetry import run_context, trigger_context
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.payments")
@@ -17,7 +17,7 @@ CONNECTION = "AzureWebJobsStorage"
 
 
 def _runtime():
-    from shared.runtime import runtime
+    from shared.core.runtime import runtime
     return runtime()
 
 
@@ -39,7 +39,7 @@ def payment_checks(msg: func.QueueMessage) -> None:
     from pydantic import ValidationError
 
     from shared.models.messages import PaymentCheckMessage
-    from shared.payments import check_payment
+    from shared.flows.payments.respond import check_payment
 
     raw = msg.get_body().decode("utf-8", errors="replace")
     rt = _runtime()
@@ -47,7 +47,7 @@ def payment_checks(msg: func.QueueMessage) -> None:
         try:
             message = PaymentCheckMessage.model_validate_json(raw)
         except ValidationError as exc:  # retrying cannot fix it: straight to the dead letters
-            from shared.deadletter import dead_letter
+            from shared.store.deadletter import dead_letter
             dead_letter(rt, PAYMENT_CHECKS, raw, f"unreadable payment-checks message: {exc.errors()[0]['msg']}")
             return
         outcome = check_payment(rt, message)
@@ -57,7 +57,7 @@ def payment_checks(msg: func.QueueMessage) -> None:
 @bp.function_name("payment_checks_poison")
 @bp.queue_trigger(arg_name="msg", queue_name=PAYMENT_CHECKS + POISON_SUFFIX, connection=CONNECTION)
 def payment_checks_poison(msg: func.QueueMessage) -> None:
-    from shared.deadletter import dead_letter
+    from shared.store.deadletter import dead_letter
 
     with trigger_context(msg, PAYMENT_CHECKS):
         dead_letter(_runtime(), PAYMENT_CHECKS, msg.get_body().decode("utf-8", errors="replace"),
@@ -68,7 +68,7 @@ def payment_checks_poison(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%PAYMENT_SCHEDULE%", run_on_startup=False,
                   use_monitor=True)
 def payment_poll(timer: func.TimerRequest) -> None:
-    from shared.payments import poll_payments
+    from shared.flows.payments.respond import poll_payments
 
     with run_context("payment_poll"):
         poll_payments(_runtime(), utcnow())
@@ -78,7 +78,7 @@ def payment_poll(timer: func.TimerRequest) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_SCHEDULE%", run_on_startup=False,
                   use_monitor=True)
 def bc_subscriptions(timer: func.TimerRequest) -> None:
-    from shared.subscriptions import ensure_subscriptions
+    from shared.flows.payments.subscriptions import ensure_subscriptions
 
     with run_context("bc_subscriptions"):
         ensure_subscriptions(_runtime(), utcnow())
@@ -88,7 +88,7 @@ def bc_subscriptions(timer: func.TimerRequest) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%PO_SYNC_SCHEDULE%", run_on_startup=False,
                   use_monitor=True)
 def purchase_order_sync(timer: func.TimerRequest) -> None:
-    from shared.purchase_orders import sync_purchase_orders
+    from shared.flows.purchase_orders.sync import sync_purchase_orders
 
     with run_context("purchase_order_sync"):
         sync_purchase_orders(_runtime(), utcnow())

@@ -1,0 +1,182 @@
+"""Business Central API v2.0 client (reference/bc-api.md).
+
+Facts this code relies on:
+- URL: {BC_API_URL}/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/... (1.1, 1.2);
+- deep insert of lines and dimensionSetLines in one POST, atomic (3.3, 3.4);
+- `Microsoft.NAV.post` answers 204 and the document keeps its id; GET it again for the posted
+  number and status (2.3, 2.5);
+- PATCH and DELETE need If-Match (6.1); errors are {"error":{"code","message"}} with a
+  correlation id at the end of the message (6.2);
+- paging with `Prefer: odata.maxpagesize` and `@odata.nextLink` (4.8);
+- subscriptions sit at the API root, keyed in single quotes (7.1, 7.3).
+"""
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any, Iterator
+
+import httpx
+
+from shared.clients.http import ApiClient
+from shared.models.bc import PurchaseDocument
+
+_CORRELATION = re.compile(r"CorrelationId:\s*([0-9A-Za-z-]+)")
+
+INVOICES = "purchaseInvoices"
+CREDIT_MEMOS = "purchaseCreditMemos"
+LINES = {INVOICES: "purchaseInvoiceLines", CREDIT_MEMOS: "purchaseCreditMemoLines"}
+VENDOR_DOC_NUMBER = {INVOICES: "vendorInvoiceNumber", CREDIT_MEMOS: "vendorCreditMemoNumber"}
+
+
+def odata_literal(value: str) -> str:
+    """A quoted OData string literal ('' escapes a quote)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _parse(response: httpx.Response) -> Any:
+    return json.loads(response.content or b"null", parse_float=Decimal)
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, default=lambda v: float(v) if isinstance(v, Decimal) else str(v),
+                      separators=(",", ":")).encode()
+
+
+class BcClient(ApiClient):
+    system = "bc"
+
+    def __init__(self, api_url: str, tenant_id: str, environment: str, tokens, **kwargs) -> None:
+        headers = {"Accept-Language": "en-US", "Accept": "application/json"}  # stable error texts (6.8)
+        super().__init__(f"{api_url.rstrip('/')}/v2.0/{tenant_id}/{environment}/api/v2.0", tokens,
+                         default_headers=headers, **kwargs)
+        self.api_root = f"{api_url.rstrip('/')}/v2.0/{tenant_id}/{environment}/api"
+
+    def parse_error(self, response: httpx.Response) -> tuple[str | None, str, str | None]:
+        try:
+            body = response.json()
+            error = body.get("error") or {}
+            message = str(error.get("message") or response.reason_phrase)
+            code = error.get("code")
+        except (ValueError, AttributeError):
+            return None, (response.text or response.reason_phrase)[:500], None
+        match = _CORRELATION.search(message)
+        clean = _CORRELATION.sub("", message).strip().rstrip(".").strip()
+        return code, clean[:500], match.group(1) if match else None
+
+    # -- generic -----------------------------------------------------------------------------------
+    def company_path(self, company_id: str, entity: str) -> str:
+        return f"/companies({company_id})/{entity}"
+
+    def iterate(self, path: str, *, filter: str | None = None, expand: str | None = None,
+                page_size: int | None = 1000, select: str | None = None) -> Iterator[dict]:
+        """Every entity of a collection, following @odata.nextLink, one page in memory at a time."""
+        params = {}
+        if filter:
+            params["$filter"] = filter
+        if expand:
+            params["$expand"] = expand
+        if select:
+            params["$select"] = select
+        headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else None
+        url: str | None = path
+        while url:
+            response = self.request("GET", url, params=params if url == path else None, headers=headers)
+            body = _parse(response)
+            yield from body.get("value", [])
+            url = body.get("@odata.nextLink")
+
+    def get(self, path: str, *, expand: str | None = None) -> dict | None:
+        response = self.request("GET", path, params={"$expand": expand} if expand else None, ok=(404,))
+        if response.status_code == 404:
+            return None
+        return _parse(response)
+
+    def companies(self) -> list[dict]:
+        return list(self.iterate("/companies", page_size=None))
+
+    # -- purchase documents ---------------------------------------------------------------------------
+    def find_documents(self, company_id: str, entity: str, vendor_number: str, vendor_doc_number: str) -> list[PurchaseDocument]:
+        """Drafts and posted documents of this vendor with this vendor invoice / credit memo number."""
+        field = VENDOR_DOC_NUMBER[entity]
+        flt = f"vendorNumber eq {odata_literal(vendor_number)} and {field} eq {odata_literal(vendor_doc_number)}"
+        return [PurchaseDocument.model_validate(d)
+                for d in self.iterate(self.company_path(company_id, entity), filter=flt, page_size=None)]
+
+    def get_document(self, company_id: str, entity: str, document_id: str,
+                     expand: str | None = None) -> PurchaseDocument | None:
+        body = self.get(f"{self.company_path(company_id, entity)}({document_id})", expand=expand)
+        return PurchaseDocument.model_validate(body) if body else None
+
+    def create_document(self, company_id: str, entity: str, body: dict, *,
+                        max_attempts: int | None = None) -> PurchaseDocument:
+        response = self.request("POST", self.company_path(company_id, entity), content=_dumps(body),
+                                headers={"Content-Type": "application/json"}, max_attempts=max_attempts)
+        return PurchaseDocument.model_validate(_parse(response))
+
+    def post_document(self, company_id: str, entity: str, document_id: str) -> None:
+        self.request("POST", f"{self.company_path(company_id, entity)}({document_id})/Microsoft.NAV.post",
+                     content=b"", headers={"Content-Type": "application/json"})
+
+    def delete_document(self, company_id: str, entity: str, document_id: str, etag: str | None = None) -> bool:
+        """Delete a draft. False if it was already gone."""
+        response = self.request("DELETE", f"{self.company_path(company_id, entity)}({document_id})",
+                                headers={"If-Match": etag or "*"}, ok=(404,))
+        return response.status_code != 404
+
+    def list_documents(self, company_id: str, entity: str, filter: str, page_size: int = 500) -> Iterator[PurchaseDocument]:
+        for body in self.iterate(self.company_path(company_id, entity), filter=filter, page_size=page_size):
+            yield PurchaseDocument.model_validate(body)
+
+    # -- master data ---------------------------------------------------------------------------------
+    def vendor(self, company_id: str, number: str) -> dict | None:
+        found = list(self.iterate(self.company_path(company_id, "vendors"),
+                                  filter=f"number eq {odata_literal(number)}", page_size=None))
+        return found[0] if found else None
+
+    def accounts(self, company_id: str, numbers: list[str]) -> dict[str, dict]:
+        """The named G/L accounts, by number (one request for a handful of numbers)."""
+        out: dict[str, dict] = {}
+        for number in sorted(set(numbers)):
+            for acc in self.iterate(self.company_path(company_id, "accounts"),
+                                    filter=f"number eq {odata_literal(number)}", page_size=None):
+                out[acc["number"]] = acc
+        return out
+
+    def dimension_values(self, company_id: str) -> dict[str, set[str]]:
+        """{dimension code: {value codes}} for the whole company."""
+        dims = {d["id"]: d["code"] for d in self.iterate(self.company_path(company_id, "dimensions"))}
+        out: dict[str, set[str]] = {code: set() for code in dims.values()}
+        for value in self.iterate(self.company_path(company_id, "dimensionValues")):
+            code = dims.get(value.get("dimensionId"))
+            if code is not None:
+                out[code].add(value["code"])
+        return out
+
+    # -- subscriptions (API root, not under a company) ------------------------------------------------
+    def list_subscriptions(self) -> list[dict]:
+        return list(self.iterate("/subscriptions", page_size=None))
+
+    def create_subscription(self, notification_url: str, resource: str, client_state: str) -> dict:
+        body = {"notificationUrl": notification_url, "resource": resource, "clientState": client_state}
+        response = self.request("POST", "/subscriptions", content=_dumps(body),
+                                headers={"Content-Type": "application/json"}, timeout=60)
+        return _parse(response)
+
+    def renew_subscription(self, subscription_id: str, etag: str | None) -> dict:
+        response = self.request("PATCH", f"/subscriptions('{subscription_id}')", content=b"{}",
+                                headers={"Content-Type": "application/json", "If-Match": etag or "*"}, timeout=60)
+        return _parse(response)
+
+    def delete_subscription(self, subscription_id: str, etag: str | None = None) -> None:
+        self.request("DELETE", f"/subscriptions('{subscription_id}')", headers={"If-Match": etag or "*"}, ok=(404,))
+
+    # -- analytics API (optional in a tenant) --------------------------------------------------------
+    def vendor_ledger_entries(self, company_id: str, filter: str) -> list[dict] | None:
+        """Analytics `vendorLedgerEntries` (reference/bc-api.md 5.4b); None where the tenant lacks it."""
+        url = f"{self.api_root}/microsoft/analytics/v1.0/companies({company_id})/vendorLedgerEntries"
+        response = self.request("GET", url, params={"$filter": filter}, ok=(404, 400))
+        if response.status_code in (404, 400):
+            return None
+        return _parse(response).get("value", [])

@@ -1,0 +1,298 @@
+"""Settings: every app setting of spec.md section 2, read and validated once.
+
+`load_settings(environ)` returns a frozen `Settings` or raises `SettingsError` with one message
+that names the offending setting. Secrets are `Secret` values: read from Key Vault when
+`KEY_VAULT_URL` is set (by kebab-case name), otherwise from the settings themselves.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.core.errors import SettingsError
+from shared.core.secrets import Secret, kebab, key_vault_source
+
+# Basware documents only the EU production host (reference/basware-api.md section 1: US/AU/CA
+# hosts are UNKNOWN), so other regions must name BASWARE_API_URL explicitly.
+BASWARE_REGION_HOSTS: dict[str, str | None] = {
+    "EU": "https://api.basware.com",
+    "US": None,
+    "AU": None,
+    "CA": None,
+}
+BASWARE_DEFAULT_SCOPES = (
+    "accountingDocuments.read accountingDocuments.write vendors.write accounts.write costCenters.write "
+    "lists.write projects.write matchingOrders.write matchingOrderLines.write requestStatus.read "
+    "subscriptions.read subscriptions.write"
+)
+
+SECRET_SETTINGS = ("BASWARE_CLIENT_SECRET", "BASWARE_WEBHOOK_SECRET", "BC_CLIENT_SECRET", "BC_CLIENT_STATE")
+
+DEFAULT_SCHEDULES = {
+    "POLL_SCHEDULE": "0 */5 * * * *",
+    "MASTERDATA_SCHEDULE": "0 0 * * * *",
+    "PAYMENT_SCHEDULE": "0 */15 * * * *",
+    "PO_SYNC_SCHEDULE": "0 30 * * * *",
+    "SUBSCRIPTION_SCHEDULE": "0 0 */12 * * *",
+    "RETENTION_SCHEDULE": "0 15 3 * * *",
+}
+
+# Every setting the code reads (infra tests check the Bicep sets each one, and nothing stale).
+SETTING_NAMES = (
+    "AzureWebJobsStorage", "KEY_VAULT_URL",
+    "BASWARE_REGION", "BASWARE_API_URL", "BASWARE_TOKEN_URL", "BASWARE_CLIENT_ID", "BASWARE_CLIENT_SECRET",
+    "BASWARE_WEBHOOK_SECRET", "BASWARE_SCOPES",
+    "BC_TENANT_ID", "BC_ENVIRONMENT", "BC_COMPANY_ID", "BC_CLIENT_ID", "BC_CLIENT_SECRET", "BC_API_URL",
+    "BC_AUTHORITY_URL", "BC_NOTIFICATION_URL", "BC_CLIENT_STATE",
+    "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE", "TOTAL_TOLERANCE",
+    *DEFAULT_SCHEDULES, "RETENTION_DAYS", "APPLICATIONINSIGHTS_CONNECTION_STRING",
+)
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_LIST_TARGET = re.compile(r"^list:(ACC_LIST_([1-9]|[12][0-9]|3[0-5])|INV_LIST_([1-9]|1[0-9]|20)|CUST_RESOLVER_[1-5])$")
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+
+
+class DimensionMapping(BaseModel):
+    """One BC dimension that Basware codes: where its value travels on invoices, where it is imported."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dimension: str = Field(min_length=1, max_length=20)
+    basware_field: str = Field(min_length=1)
+    target: str
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if value in ("costCenter", "project") or _LIST_TARGET.match(value):
+            return value
+        raise ValueError("target must be costCenter, project or list:<ACC_LIST_n|INV_LIST_n|CUST_RESOLVER_n>")
+
+    @property
+    def list_key(self) -> str | None:
+        return self.target.split(":", 1)[1] if self.target.startswith("list:") else None
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    # storage: a connection string locally, identity-based (AzureWebJobsStorage__*) in Azure
+    storage_connection_string: str | None = None
+    storage_account_name: str | None = None
+    storage_queue_uri: str | None = None
+    storage_table_uri: str | None = None
+    storage_client_id: str | None = None
+    key_vault_url: str | None = None
+
+    basware_region: Literal["EU", "US", "AU", "CA"] = "EU"
+    basware_api_url: str
+    basware_token_url: str
+    basware_client_id: str
+    basware_client_secret: Secret
+    basware_webhook_secret: Secret
+    basware_scopes: str = BASWARE_DEFAULT_SCOPES
+
+    bc_tenant_id: str
+    bc_environment: str
+    bc_company_id: str
+    bc_client_id: str
+    bc_client_secret: Secret
+    bc_api_url: str = "https://api.businesscentral.dynamics.com"
+    bc_authority_url: str = "https://login.microsoftonline.com"
+    bc_notification_url: str | None = None
+    bc_client_state: Secret | None = None
+
+    company_map: dict[str, str]
+    dimension_map: tuple[DimensionMapping, ...] = ()
+    tax_code_map: dict[str, str] = Field(default_factory=dict)
+    post_mode: Literal["post", "draft"] = "post"
+    total_tolerance: Decimal = Decimal("0.01")
+    schedules: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
+    retention_days: int = Field(400, ge=1)
+    appinsights_connection_string: Secret | None = None
+
+    def bc_company_for(self, basware_company_code: str | None) -> str | None:
+        """The BC company id a Basware companyCode maps to (None: not mapped)."""
+        if basware_company_code is None:
+            return self.bc_company_id
+        return self.company_map.get(basware_company_code, self.company_map.get("*"))
+
+    def basware_companies_for(self, bc_company_id: str) -> list[str]:
+        return sorted(code for code, cid in self.company_map.items() if cid == bc_company_id and code != "*")
+
+    def bc_companies(self) -> list[str]:
+        return sorted(set(self.company_map.values()))
+
+    def tax_code(self, basware_code: str | None) -> str | None:
+        if basware_code is None:
+            return None
+        return self.tax_code_map.get(basware_code, basware_code)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, for scrubbing logs and audit rows."""
+        values = [self.basware_client_secret, self.basware_webhook_secret, self.bc_client_secret,
+                  self.bc_client_state, self.appinsights_connection_string]
+        return [v.reveal() for v in values if v]
+
+
+def _fail(name: str, problem: str) -> SettingsError:
+    return SettingsError(f"Setting {name} {problem}")
+
+
+def _json(environ: Mapping[str, str], name: str, default: Any) -> Any:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _fail(name, f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
+
+
+def _validate_cron(name: str, value: str) -> str:
+    fields = value.split()
+    if len(fields) != 6 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise _fail(name, f"must be a six-field NCRONTAB expression such as '0 */5 * * * *', got {value!r}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  secret_source: Callable[[str], str | None] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    get = lambda name: (env.get(name) or "").strip() or None  # noqa: E731
+
+    vault_url = get("KEY_VAULT_URL")
+    if secret_source is None and vault_url:
+        secret_source = key_vault_source(vault_url)
+
+    def secret(name: str, required: bool = True) -> Secret | None:
+        value = None
+        if secret_source is not None:
+            try:
+                value = secret_source(kebab(name))
+            except Exception as exc:  # noqa: BLE001 - say which secret, never the value
+                raise _fail(name, f"could not be read from Key Vault ({type(exc).__name__})") from None
+        if value is None:
+            value = get(name)
+        if value and value.startswith("@Microsoft.KeyVault("):
+            raise _fail(name, "is an unresolved Key Vault reference: grant the app's identity "
+                              "'Key Vault Secrets User' on the vault")
+        if not value:
+            if required:
+                where = f"Key Vault secret '{kebab(name)}' or app setting" if secret_source else "app setting"
+                raise _fail(name, f"is missing: set the {where} {name}")
+            return None
+        return Secret(value)
+
+    def required(name: str) -> str:
+        value = get(name)
+        if not value:
+            raise _fail(name, "is missing")
+        return value
+
+    region = (get("BASWARE_REGION") or "EU").upper()
+    if region not in BASWARE_REGION_HOSTS:
+        raise _fail("BASWARE_REGION", f"must be one of EU, US, AU, CA, got {region!r}")
+    api_url = get("BASWARE_API_URL") or BASWARE_REGION_HOSTS[region]
+    if not api_url:
+        raise _fail("BASWARE_API_URL", f"is missing: no built-in Basware host is known for region {region}; "
+                                       "ask Basware for the regional API URL")
+    api_url = api_url.rstrip("/")
+    for name, url in (("BASWARE_API_URL", api_url),):
+        if not url.startswith(("https://", "http://")):
+            raise _fail(name, f"must be an http(s) URL, got {url!r}")
+
+    company_id = required("BC_COMPANY_ID")
+    if not _GUID.match(company_id):
+        raise _fail("BC_COMPANY_ID", "must be a company GUID (GET .../api/v2.0/companies lists them)")
+    company_map = _json(env, "COMPANY_MAP", None)
+    if company_map is None:
+        company_map = {"*": company_id}
+    if not isinstance(company_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and _GUID.match(v) for k, v in company_map.items()):
+        raise _fail("COMPANY_MAP", 'must be a JSON object {"<basware companyCode>": "<BC company GUID>"}')
+
+    raw_dims = _json(env, "DIMENSION_MAP", [])
+    if not isinstance(raw_dims, list):
+        raise _fail("DIMENSION_MAP", "must be a JSON list of {dimension, basware_field, target} objects")
+    try:
+        dims = tuple(DimensionMapping.model_validate(d) for d in raw_dims)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _fail("DIMENSION_MAP", f"entry is invalid: {'.'.join(map(str, first['loc']))} {first['msg']}") from None
+    if len({d.dimension for d in dims}) != len(dims):
+        raise _fail("DIMENSION_MAP", "names the same BC dimension twice")
+
+    tax_map = _json(env, "TAX_CODE_MAP", {})
+    if not isinstance(tax_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tax_map.items()):
+        raise _fail("TAX_CODE_MAP", 'must be a JSON object {"<basware taxCode>": "<BC tax code>"}')
+
+    post_mode = (get("POST_MODE") or "post").lower()
+    if post_mode not in ("post", "draft"):
+        raise _fail("POST_MODE", f"must be 'post' or 'draft', got {post_mode!r}")
+    try:
+        tolerance = Decimal(get("TOTAL_TOLERANCE") or "0.01")
+    except InvalidOperation:
+        raise _fail("TOTAL_TOLERANCE", "must be a decimal number such as 0.01") from None
+    if tolerance < 0:
+        raise _fail("TOTAL_TOLERANCE", "must not be negative")
+
+    schedules = {name: _validate_cron(name, get(name) or default) for name, default in DEFAULT_SCHEDULES.items()}
+    retention = get("RETENTION_DAYS") or "400"
+    if not retention.isdigit() or int(retention) < 1:
+        raise _fail("RETENTION_DAYS", f"must be a positive whole number of days, got {retention!r}")
+
+    notification_url = get("BC_NOTIFICATION_URL")
+    client_state = secret("BC_CLIENT_STATE", required=bool(notification_url))
+
+    storage = get("AzureWebJobsStorage")
+    account = get("AzureWebJobsStorage__accountName")
+    queue_uri = get("AzureWebJobsStorage__queueServiceUri")
+    table_uri = get("AzureWebJobsStorage__tableServiceUri")
+    if not storage and not account and not (queue_uri and table_uri):
+        raise _fail("AzureWebJobsStorage", "is missing: set a connection string (UseDevelopmentStorage=true "
+                                           "locally) or AzureWebJobsStorage__accountName for managed identity")
+
+    try:
+        return Settings(
+            storage_connection_string=storage,
+            storage_account_name=account,
+            storage_queue_uri=queue_uri,
+            storage_table_uri=table_uri,
+            storage_client_id=get("AzureWebJobsStorage__clientId"),
+            key_vault_url=vault_url,
+            basware_region=region,
+            basware_api_url=api_url,
+            basware_token_url=(get("BASWARE_TOKEN_URL") or f"{api_url}/v1/tokens"),
+            basware_client_id=required("BASWARE_CLIENT_ID"),
+            basware_client_secret=secret("BASWARE_CLIENT_SECRET"),
+            basware_webhook_secret=secret("BASWARE_WEBHOOK_SECRET"),
+            basware_scopes=get("BASWARE_SCOPES") or BASWARE_DEFAULT_SCOPES,
+            bc_tenant_id=required("BC_TENANT_ID"),
+            bc_environment=required("BC_ENVIRONMENT"),
+            bc_company_id=company_id,
+            bc_client_id=required("BC_CLIENT_ID"),
+            bc_client_secret=secret("BC_CLIENT_SECRET"),
+            bc_api_url=(get("BC_API_URL") or "https://api.businesscentral.dynamics.com").rstrip("/"),
+            bc_authority_url=(get("BC_AUTHORITY_URL") or "https://login.microsoftonline.com").rstrip("/"),
+            bc_notification_url=notification_url,
+            bc_client_state=client_state,
+            company_map=company_map,
+            dimension_map=dims,
+            tax_code_map=tax_map,
+            post_mode=post_mode,
+            total_tolerance=tolerance,
+            schedules=schedules,
+            retention_days=int(retention),
+            appinsights_connection_string=(Secret(v) if (v := get("APPLICATIONINSIGHTS_CONNECTION_STRING"))
+                                           else None),
+        )
+    except ValidationError as exc:  # a field the checks above did not cover
+        first = exc.errors()[0]
+        raise SettingsError(f"Setting {str(first['loc'][0]).upper()} is invalid: {first['msg']}") from None

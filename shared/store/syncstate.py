@@ -1,0 +1,150 @@
+"""Master-data sync state in the `syncstate` table: content hashes per record and a per-company lease.
+
+Hash rows: PartitionKey `hash-<entity>-<BC company id>`, RowKey = the record's externalCode, with
+`hash` (sha256 of the canonical JSON last imported SUCCESSFULLY), `active`, and `body` (that JSON,
+so a record that disappears from BC can still be sent inactive with all its required fields).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
+                                   ServiceRequestError, ServiceResponseError)
+from azure.data.tables import UpdateMode
+
+from shared.flows.masterdata.mapping import Pending
+from shared.store.storage import SYNCSTATE, Storage
+
+TRANSACTION_SIZE = 100          # Table Storage's limit per entity-group transaction
+SUBMIT_ATTEMPTS = 3
+MAX_BODY_CHARS = 30_000         # a string property holds 64 KiB of UTF-16
+
+
+@dataclass(frozen=True)
+class Stored:
+    hash: str             # of the last successful import ("" if none yet)
+    active: bool
+    refused: str = ""     # hash of content P2P refused last time (Basware now holds it in its API layer)
+
+
+def hash_partition(entity: str, company_id: str) -> str:
+    return f"hash-{entity}-{company_id}"
+
+
+class HashStore:
+    """The hashes of one entity in one company."""
+
+    def __init__(self, storage: Storage, entity: str, company_id: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self._storage = storage
+        self.partition = hash_partition(entity, company_id)
+        self._clock = clock
+
+    @property
+    def _table(self):
+        return self._storage.table(SYNCSTATE)
+
+    def load(self) -> dict[str, Stored]:
+        """externalCode -> (hash, active): small values only, never the bodies."""
+        rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": self.partition},
+                                          select=["RowKey", "hash", "active", "refused"], results_per_page=1000)
+        return {r["RowKey"]: Stored(r.get("hash") or "", r.get("active") is not False, r.get("refused") or "")
+                for r in rows}
+
+    def body(self, external_code: str) -> dict | None:
+        try:
+            row = self._table.get_entity(self.partition, external_code, select=["body"])
+        except ResourceNotFoundError:
+            return None
+        raw = row.get("body")
+        return json.loads(raw) if raw else None
+
+    def save(self, items: Iterable[Pending]) -> int:
+        """Advance the hashes of records Basware confirmed (upserts, 100 per transaction)."""
+        now = self._clock()
+        ops = []
+        for p in items:
+            content = {k: v for k, v in p.record.items() if k != "lastUpdated"}  # see restamped()
+            body = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+            ops.append(("upsert", {"PartitionKey": self.partition, "RowKey": p.external_code, "hash": p.hash,
+                                   "active": p.active, "body": body if len(body) <= MAX_BODY_CHARS else "",
+                                   "updated": now}, {"mode": UpdateMode.REPLACE}))
+        self._submit(ops)
+        return len(ops)
+
+    def mark_refused(self, items: Iterable[Pending]) -> None:
+        """Remember content P2P refused (the last good hash and body stay as they are)."""
+        self._submit([("upsert", {"PartitionKey": self.partition, "RowKey": p.external_code, "refused": p.hash,
+                                  "refused_at": self._clock()}, {"mode": UpdateMode.MERGE}) for p in items])
+
+    def _submit(self, ops: list) -> None:
+        for start in range(0, len(ops), TRANSACTION_SIZE):
+            chunk = ops[start:start + TRANSACTION_SIZE]
+            for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+                try:
+                    self._table.submit_transaction(chunk)
+                    break
+                except (ServiceRequestError, ServiceResponseError):
+                    # a lost answer: upserts are idempotent, so sending the transaction again is safe
+                    if attempt == SUBMIT_ATTEMPTS:
+                        raise
+                    time.sleep(0.2 * attempt)
+
+
+class CompanyLease:
+    """One master-data run per BC company at a time (timer, HTTP and queue can overlap).
+
+    A run that overlaps would only resend what the other sends (imports are idempotent), so the
+    lease saves work rather than guarding correctness; it expires on its own after a crash.
+    """
+
+    def __init__(self, storage: Storage, company_id: str, owner: str, seconds: float = 900.0,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self._storage = storage
+        self._key = ("lease", f"masterdata-{company_id}")
+        self._owner = owner
+        self._seconds = seconds
+        self._clock = clock
+        self._etag: str | None = None
+
+    @property
+    def _table(self):
+        return self._storage.table(SYNCSTATE)
+
+    def acquire(self) -> bool:
+        now = self._clock()
+        entity = {"PartitionKey": self._key[0], "RowKey": self._key[1], "owner": self._owner,
+                  "until": now + timedelta(seconds=self._seconds)}
+        try:
+            current = self._table.get_entity(*self._key)
+        except ResourceNotFoundError:
+            try:
+                self._etag = self._table.create_entity(entity).get("etag")
+                return True
+            except ResourceExistsError:
+                return False
+        until = current.get("until")
+        if until is not None and until > now and current.get("owner") != self._owner:
+            return False
+        try:
+            self._etag = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                                   match_condition=MatchConditions.IfNotModified).get("etag")
+            return True
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+
+    def release(self) -> None:
+        if self._etag is None:
+            return
+        entity = {"PartitionKey": self._key[0], "RowKey": self._key[1], "owner": "", "until": self._clock()}
+        try:
+            self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=self._etag,
+                                      match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass  # taken over after expiry: theirs now
+        self._etag = None

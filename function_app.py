@@ -17,8 +17,10 @@ except Exception as exc:  # SettingsError: one line naming the setting, never a 
     logging.getLogger("ml_connector").critical("event=startup.failed %s", exc)
     raise SystemExit(f"ml-connector cannot start: {exc}") from None
 
-from shared.functions import invoices, masterdata, operations, payments  # noqa: E402
+from shared.functions import (callbacks, invoices, masterdata, operations, payments,  # noqa: E402
+                              purchase_orders, subscriptions)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (invoices.bp, masterdata.bp, payments.bp, operations.bp):
+for blueprint in (invoices.bp, callbacks.bp, masterdata.bp, payments.bp, subscriptions.bp, purchase_orders.bp,
+                  operations.bp):
     app.register_functions(blueprint)

@@ -1,42 +1,25 @@
-"""Triggers of the invoice flow: parse the input, call the plain function, shape the response."""
+"""Triggers of the invoice flow (Basware -> BC): the signed webhook, the poll timer, the transfer worker.
+
+The transfer response goes out through shared/functions/callbacks.py."""
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from pathlib import Path
 
 import azure.functions as func
-from pydantic import ValidationError
 
-from shared.flows.callbacks import handle_callback
-from shared.store.deadletter import dead_letter
-from shared.flows.invoices.transfer import poll_invoices, transfer_invoice
-from shared.models.messages import CallbackMessage, InvoiceTransferMessage
 from shared.core.runtime import runtime
-from shared.store.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, POISON_SUFFIX
-from shared.core.telemetry import run_context, trigger_context
+from shared.core.telemetry import run_context
 from shared.flows.invoices.intake import handle_webhook
+from shared.flows.invoices.transfer import poll_invoices, transfer_invoice
+from shared.functions.queue_workers import dequeue_count, max_dequeue_count, register_queue_worker
+from shared.models.messages import InvoiceTransferMessage
+from shared.store.storage import INVOICE_TRANSFERS
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.invoices")
-CONNECTION = "AzureWebJobsStorage"
-HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
 # The webhook answers fast or not at all: no SDK retries (their backoff is 15 s+), Basware redelivers.
 WEBHOOK_ENQUEUE_OPTIONS = {"retry_total": 0, "connection_timeout": 2, "read_timeout": 5}
-
-
-@functools.cache
-def max_dequeue_count() -> int:
-    """host.json's extensions.queues.maxDequeueCount (the runtime's default, 5, if unset)."""
-    try:
-        return int(json.loads(HOST_JSON.read_text())["extensions"]["queues"]["maxDequeueCount"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 5
-
-
-def _dequeue_count(msg: func.QueueMessage) -> int:
-    return int(getattr(msg, "dequeue_count", None) or 1)
 
 
 @bp.route(route="basware/webhook", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -55,39 +38,6 @@ def invoice_poll(timer: func.TimerRequest) -> None:
         poll_invoices(runtime())
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=INVOICE_TRANSFERS, connection=CONNECTION)
-def invoice_transfer(msg: func.QueueMessage) -> None:
-    rt = runtime()
-    with trigger_context(msg, INVOICE_TRANSFERS):
-        try:
-            message = InvoiceTransferMessage.model_validate_json(msg.get_body())
-        except ValidationError as exc:  # can never succeed: dead-letter at once instead of five retries
-            dead_letter(rt, INVOICE_TRANSFERS, msg.get_body(), f"malformed message: {exc.errors()[0]['msg']}")
-            return
-        transfer_invoice(rt, message, _dequeue_count(msg), max_dequeue_count())
-
-
-@bp.queue_trigger(arg_name="msg", queue_name=BASWARE_CALLBACKS, connection=CONNECTION)
-def basware_callback(msg: func.QueueMessage) -> None:
-    rt = runtime()
-    with trigger_context(msg, BASWARE_CALLBACKS):
-        try:
-            message = CallbackMessage.model_validate_json(msg.get_body())
-        except ValidationError as exc:
-            dead_letter(rt, BASWARE_CALLBACKS, msg.get_body(), f"malformed message: {exc.errors()[0]['msg']}")
-            return
-        handle_callback(rt, message, _dequeue_count(msg), max_dequeue_count())
-
-
-@bp.queue_trigger(arg_name="msg", queue_name=INVOICE_TRANSFERS + POISON_SUFFIX, connection=CONNECTION)
-def invoice_transfer_poison(msg: func.QueueMessage) -> None:
-    with trigger_context(msg, INVOICE_TRANSFERS):
-        dead_letter(runtime(), INVOICE_TRANSFERS, msg.get_body(),
-                    f"retries exhausted after {max_dequeue_count()} deliveries")
-
-
-@bp.queue_trigger(arg_name="msg", queue_name=BASWARE_CALLBACKS + POISON_SUFFIX, connection=CONNECTION)
-def basware_callback_poison(msg: func.QueueMessage) -> None:
-    with trigger_context(msg, BASWARE_CALLBACKS):
-        dead_letter(runtime(), BASWARE_CALLBACKS, msg.get_body(),
-                    f"retries exhausted after {max_dequeue_count()} deliveries")
+invoice_transfer, invoice_transfer_poison = register_queue_worker(
+    bp, name="invoice_transfer", queue=INVOICE_TRANSFERS, read=InvoiceTransferMessage,
+    handle=lambda rt, message, msg: transfer_invoice(rt, message, dequeue_count(msg), max_dequeue_count()))

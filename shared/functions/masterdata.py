@@ -15,12 +15,12 @@ import logging
 
 import azure.functions as func
 
-from shared.store.storage import MASTERDATA_IMPORTS, POISON_SUFFIX
-from shared.core.telemetry import run_context, trigger_context
+from shared.core.telemetry import run_context
+from shared.functions.queue_workers import register_queue_worker
+from shared.store.storage import MASTERDATA_IMPORTS
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.masterdata")
-CONNECTION = "AzureWebJobsStorage"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -73,29 +73,26 @@ def masterdata_timer(timer: func.TimerRequest) -> None:
         log.info("event=masterdata.scheduled companies=%d", len(enqueued))
 
 
-@bp.function_name("masterdata_imports")
-@bp.queue_trigger(arg_name="msg", queue_name=MASTERDATA_IMPORTS, connection=CONNECTION)
-def masterdata_imports(msg: func.QueueMessage) -> None:
+def _import(rt, raw: str, msg) -> None:
     from shared.flows.masterdata import sync as masterdata
 
-    raw = msg.get_body().decode("utf-8", errors="replace")
-    rt = _runtime()
-    with trigger_context(msg, MASTERDATA_IMPORTS):
-        if masterdata.job_for_message(raw) is None:  # retrying cannot fix it: straight to the dead letters
-            from shared.store.deadletter import dead_letter
-            dead_letter(rt, MASTERDATA_IMPORTS, raw, "unreadable masterdata-imports message", kind=masterdata.KIND)
-            return
-        summary = masterdata.handle_import_message(rt, raw)
-        log.info("event=masterdata.run status=%s jobs=%s", summary.status, ",".join(summary.jobs))
+    summary = masterdata.handle_import_message(rt, raw)
+    log.info("event=masterdata.run status=%s jobs=%s", summary.status, ",".join(summary.jobs))
 
 
-@bp.function_name("masterdata_imports_poison")
-@bp.queue_trigger(arg_name="msg", queue_name=MASTERDATA_IMPORTS + POISON_SUFFIX, connection=CONNECTION)
-def masterdata_imports_poison(msg: func.QueueMessage) -> None:
+def _readable(raw: str) -> str | None:
     from shared.flows.masterdata import sync as masterdata
-    from shared.store.deadletter import dead_letter
 
-    raw = msg.get_body().decode("utf-8", errors="replace")
-    with trigger_context(msg, MASTERDATA_IMPORTS):
-        dead_letter(_runtime(), MASTERDATA_IMPORTS, raw, "retries exhausted: the master-data import kept failing",
-                    kind=masterdata.KIND, job=masterdata.job_for_message(raw))
+    return raw if masterdata.job_for_message(raw) is not None else None
+
+
+def _dead_letter_ids(raw: str) -> dict:
+    from shared.flows.masterdata import sync as masterdata
+
+    return {"kind": masterdata.KIND, "job": masterdata.job_for_message(raw)}
+
+
+masterdata_imports, masterdata_imports_poison = register_queue_worker(
+    bp, name="masterdata_imports", queue=MASTERDATA_IMPORTS, read=_readable, handle=_import,
+    poison_reason="retries exhausted: the master-data import kept failing",
+    dead_letter_ids=_dead_letter_ids)

@@ -1,4 +1,4 @@
-"""Triggers of the payments flow: BC notifications, payment checks and poll, BC subscriptions, PO sync.
+"""Triggers of the payments flow (BC -> Basware): BC notifications, the payment-checks worker, the poll.
 
 Thin: parse the trigger input, call the plain function in shared/, shape the answer.
 """
@@ -8,12 +8,13 @@ import azure.functions as func
 
 from shared.flows.payments import notifications
 from shared.store.jobs import utcnow
-from shared.store.storage import PAYMENT_CHECKS, POISON_SUFFIX
-from shared.core.telemetry import run_context, trigger_context
+from shared.core.telemetry import run_context
+from shared.functions.queue_workers import register_queue_worker
+from shared.models.messages import PaymentCheckMessage
+from shared.store.storage import PAYMENT_CHECKS
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.payments")
-CONNECTION = "AzureWebJobsStorage"
 
 
 def _runtime():
@@ -33,35 +34,15 @@ def bc_notifications(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(answer.body, status_code=answer.status, mimetype=answer.mimetype)
 
 
-@bp.function_name("payment_checks")
-@bp.queue_trigger(arg_name="msg", queue_name=PAYMENT_CHECKS, connection=CONNECTION)
-def payment_checks(msg: func.QueueMessage) -> None:
-    from pydantic import ValidationError
-
-    from shared.models.messages import PaymentCheckMessage
+def _check(rt, message, msg) -> None:
     from shared.flows.payments.respond import check_payment
 
-    raw = msg.get_body().decode("utf-8", errors="replace")
-    rt = _runtime()
-    with trigger_context(msg, PAYMENT_CHECKS):
-        try:
-            message = PaymentCheckMessage.model_validate_json(raw)
-        except ValidationError as exc:  # retrying cannot fix it: straight to the dead letters
-            from shared.store.deadletter import dead_letter
-            dead_letter(rt, PAYMENT_CHECKS, raw, f"unreadable payment-checks message: {exc.errors()[0]['msg']}")
-            return
-        outcome = check_payment(rt, message)
-        log.info("event=payments.check outcome=%s", outcome)
+    log.info("event=payments.check outcome=%s", check_payment(rt, message))
 
 
-@bp.function_name("payment_checks_poison")
-@bp.queue_trigger(arg_name="msg", queue_name=PAYMENT_CHECKS + POISON_SUFFIX, connection=CONNECTION)
-def payment_checks_poison(msg: func.QueueMessage) -> None:
-    from shared.store.deadletter import dead_letter
-
-    with trigger_context(msg, PAYMENT_CHECKS):
-        dead_letter(_runtime(), PAYMENT_CHECKS, msg.get_body().decode("utf-8", errors="replace"),
-                    "retries exhausted: the payment check kept failing")
+payment_checks, payment_checks_poison = register_queue_worker(
+    bp, name="payment_checks", queue=PAYMENT_CHECKS, read=PaymentCheckMessage, handle=_check,
+    poison_reason="retries exhausted: the payment check kept failing")
 
 
 @bp.function_name("payment_poll")
@@ -72,23 +53,3 @@ def payment_poll(timer: func.TimerRequest) -> None:
 
     with run_context("payment_poll"):
         poll_payments(_runtime(), utcnow())
-
-
-@bp.function_name("bc_subscriptions")
-@bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_SCHEDULE%", run_on_startup=False,
-                  use_monitor=True)
-def bc_subscriptions(timer: func.TimerRequest) -> None:
-    from shared.flows.payments.subscriptions import ensure_subscriptions
-
-    with run_context("bc_subscriptions"):
-        ensure_subscriptions(_runtime(), utcnow())
-
-
-@bp.function_name("purchase_order_sync")
-@bp.timer_trigger(arg_name="timer", schedule="%PO_SYNC_SCHEDULE%", run_on_startup=False,
-                  use_monitor=True)
-def purchase_order_sync(timer: func.TimerRequest) -> None:
-    from shared.flows.purchase_orders.sync import sync_purchase_orders
-
-    with run_context("purchase_order_sync"):
-        sync_purchase_orders(_runtime(), utcnow())

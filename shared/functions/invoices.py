@@ -14,6 +14,7 @@ from shared.deadletter import dead_letter
 from shared.invoice_flow import poll_invoices, transfer_invoice
 from shared.models.messages import CallbackMessage, InvoiceTransferMessage
 from shared.runtime import runtime
+from shared.settings import timer_schedule
 from shared.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, POISON_SUFFIX
 from shared.telemetry import run_context, trigger_context
 from shared.webhook import handle_webhook
@@ -49,7 +50,8 @@ def basware_webhook(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
-@bp.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("POLL_SCHEDULE"), run_on_startup=False,
+                  use_monitor=True)
 def invoice_poll(timer: func.TimerRequest) -> None:
     with run_context("invoice_poll"):
         poll_invoices(runtime())

@@ -1,6 +1,6 @@
 """Triggers of the master-data flow (BC -> Basware; spec 1.2, issue 5).
 
-- timer `%MASTERDATA_SCHEDULE%`: enqueues one `masterdata-imports` message per BC company and
+- timer on MASTERDATA_SCHEDULE: enqueues one `masterdata-imports` message per BC company and
   returns at once; the queue worker does the import, with the queue's retries and dead letters.
 - `POST /api/admin/masterdata/sync?force=true|false[&async=true]` (function key): by default runs
   the import synchronously, every company in turn, and answers the run's summary as JSON
@@ -15,6 +15,7 @@ import logging
 
 import azure.functions as func
 
+from shared.settings import timer_schedule
 from shared.storage import MASTERDATA_IMPORTS, POISON_SUFFIX
 from shared.telemetry import run_context, trigger_context
 
@@ -64,7 +65,8 @@ for _prefix, _name in (("manage", "manage_masterdata_sync"), ("admin", "spec_adm
 
 
 @bp.function_name("masterdata_timer")
-@bp.timer_trigger(arg_name="timer", schedule="%MASTERDATA_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("MASTERDATA_SCHEDULE"), run_on_startup=False,
+                  use_monitor=True)
 def masterdata_timer(timer: func.TimerRequest) -> None:
     from shared.masterdata import enqueue_sync
 

@@ -8,6 +8,7 @@ import azure.functions as func
 
 from shared import notifications
 from shared.jobs import utcnow
+from shared.settings import timer_schedule
 from shared.storage import PAYMENT_CHECKS, POISON_SUFFIX
 from shared.telemetry import run_context, trigger_context
 
@@ -65,7 +66,7 @@ def payment_checks_poison(msg: func.QueueMessage) -> None:
 
 
 @bp.function_name("payment_poll")
-@bp.timer_trigger(arg_name="timer", schedule="%PAYMENT_SCHEDULE%", run_on_startup=False,
+@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("PAYMENT_SCHEDULE"), run_on_startup=False,
                   use_monitor=True)
 def payment_poll(timer: func.TimerRequest) -> None:
     from shared.payments import poll_payments
@@ -75,7 +76,7 @@ def payment_poll(timer: func.TimerRequest) -> None:
 
 
 @bp.function_name("bc_subscriptions")
-@bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_SCHEDULE%", run_on_startup=False,
+@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("SUBSCRIPTION_SCHEDULE"), run_on_startup=False,
                   use_monitor=True)
 def bc_subscriptions(timer: func.TimerRequest) -> None:
     from shared.subscriptions import ensure_subscriptions
@@ -85,7 +86,7 @@ def bc_subscriptions(timer: func.TimerRequest) -> None:
 
 
 @bp.function_name("purchase_order_sync")
-@bp.timer_trigger(arg_name="timer", schedule="%PO_SYNC_SCHEDULE%", run_on_startup=False,
+@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("PO_SYNC_SCHEDULE"), run_on_startup=False,
                   use_monitor=True)
 def purchase_order_sync(timer: func.TimerRequest) -> None:
     from shared.purchase_orders import sync_purchase_orders

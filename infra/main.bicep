@@ -25,10 +25,13 @@ param principalType string = 'User'
 @description('E-mail address that receives the operational alerts. Empty: alerts fire in Azure Monitor without notification.')
 param alertEmail string = ''
 
-@description('Upper bound of Flex instances per scale group. 40 is the lowest value Microsoft documented for Flex Consumption; see the reasoning in app/api.bicep.')
+@description('Upper bound of Flex instances per scale group. 4 keeps the worst case within BC\'s 5 concurrent + 95 queued requests: see "Concurrency budget" in app/api.bicep and docs/deploy.md before raising it.')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 4
+
+@description('True (default): a virtual network, with storage and Key Vault reachable only through private endpoints (app/network.bicep). False: a quick trial without the network, with storage and Key Vault on public endpoints (identity-only). See docs/deploy.md "Network".')
+param vnetEnabled bool = true
 
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
@@ -116,9 +119,17 @@ var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, 
 var tags = { 'azd-env-name': environmentName }
 var functionAppName = 'func-mlc-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+// The blob containers the app's identity may use, each granted on its own (app/rbac.bicep):
+// the Flex deployment package and the Functions host's own two containers.
+var appBlobContainers = [
+  deploymentContainerName
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
 
-// The app's defaults (shared/core/settings.py), set explicitly so the schedules always resolve: the
-// host cannot index a timer whose %SETTING% placeholder has no value.
+// The app's defaults (shared/core/settings.py DEFAULT_SCHEDULES), set explicitly so the portal shows
+// what runs. The app would use the same defaults with the settings unset (shared/core/settings.py
+// timer_schedule).
 var defaultSchedules = {
   POLL_SCHEDULE: '0 */5 * * * *'
   MASTERDATA_SCHEDULE: '0 0 * * * *'
@@ -166,7 +177,8 @@ module storage 'app/storage.bicep' = {
     name: 'stmlc${resourceToken}'
     location: location
     tags: tags
-    deploymentContainerName: deploymentContainerName
+    blobContainerNames: appBlobContainers
+    vnetEnabled: vnetEnabled
     queueNames: appQueues
     tableNames: appTables
   }
@@ -178,6 +190,19 @@ module keyVault 'app/keyvault.bicep' = {
     name: 'kv-mlc-${resourceToken}'
     location: location
     tags: tags
+    vnetEnabled: vnetEnabled
+  }
+}
+
+// Private endpoints and DNS for storage and Key Vault, and the subnet the app integrates with.
+module network 'app/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  params: {
+    vnetName: 'vnet-mlc-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
   }
 }
 
@@ -196,6 +221,7 @@ module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   params: {
     storageAccountName: storage.outputs.name
+    blobContainerNames: appBlobContainers
     keyVaultName: keyVault.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
     appPrincipalId: appIdentity.properties.principalId
@@ -206,9 +232,9 @@ module rbac 'app/rbac.bicep' = {
 
 module api 'app/api.bicep' = {
   name: 'api'
-  // Roles first: the platform reads the deployment container and resolves Key Vault references
-  // with the identity as soon as the app exists.
-  dependsOn: [rbac]
+  // Roles and private endpoints first: the platform reads the deployment container and resolves
+  // Key Vault references with the identity, over the network, as soon as the app exists.
+  dependsOn: [rbac, network]
   params: {
     name: functionAppName
     planName: 'plan-mlc-${resourceToken}'
@@ -223,6 +249,7 @@ module api 'app/api.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
     baswareRegion: baswareRegion
     baswareApiUrl: baswareApiUrl
     baswareTokenUrl: baswareTokenUrl
@@ -246,6 +273,15 @@ module api 'app/api.bicep' = {
     subscriptionSchedule: empty(subscriptionSchedule) ? defaultSchedules.SUBSCRIPTION_SCHEDULE : subscriptionSchedule
     retentionSchedule: empty(retentionSchedule) ? defaultSchedules.RETENTION_SCHEDULE : retentionSchedule
     retentionDays: retentionDays
+  }
+}
+
+module diagnostics 'app/diagnostics.bicep' = {
+  name: 'diagnostics'
+  params: {
+    functionAppName: api.outputs.name
+    keyVaultName: keyVault.outputs.name
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 

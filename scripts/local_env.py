@@ -26,7 +26,7 @@ def connector_env(storage_connection: str, basware_url: str, bc_url: str, **over
         "COMPANY_MAP": json.dumps({seed.COMPANY_CODE: seed.COMPANY_ID}),
         "DIMENSION_MAP": json.dumps(seed.DIMENSION_MAP),
         "TAX_CODE_MAP": json.dumps(seed.TAX_CODE_MAP),
-        **DEFAULT_SCHEDULES,  # the runtime resolves %POLL_SCHEDULE% etc. from app settings
+        **DEFAULT_SCHEDULES,  # explicit here; unset, each timer falls back to the same default
     }
     env.update(overrides)
     return env

@@ -15,6 +15,8 @@ param keyVaultName string
 param maximumInstanceCount int
 param instanceMemoryMB int
 param httpPerInstanceConcurrency int
+@description('Subnet for outbound VNet integration (app/network.bicep). Empty: no integration (vnetEnabled false).')
+param virtualNetworkSubnetId string = ''
 
 // Connector settings; main.bicep has already replaced empty values with the app's defaults.
 param baswareRegion string
@@ -67,38 +69,32 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-// ---- How the app stays inside Business Central's per-principal limits ----
-// BC allows one principal (our Entra app) 5 requests in processing at once and 6,000 requests per
-// sliding 5 minutes; extra requests wait in a server-side queue (up to 100 connections), beyond that
-// BC answers 429 (reference/bc-api.md 6.5). Flex Consumption has no setting that caps a whole app
-// at 5 concurrent outbound calls, so the limit is enforced in three layers:
+// ---- Concurrency budget: how the app stays inside Business Central's per-principal limits ----
+// (The figures and the choice are explained once more, for operators, in docs/deploy.md
+// "Concurrency budget"; tests/test_infra.py keeps both in step with the code.)
+// BC lets one principal have 5 requests in processing and 95 more queued (100 connections);
+// past that it answers 429 (reference/bc-api.md 6.5). Flex has no app-wide cap on outbound calls,
+// so the budget is: BC-calling instances x per-instance BC concurrency <= 100.
 //
-// 1. Per instance, the hard cap: the app builds one BC client per worker process
-//    (shared/core/runtime.py) and that client lets at most 5 requests through at once
-//    (shared/clients/http.py, a BoundedSemaphore(5)). Python runs one worker process per instance, because
-//    this template does not set FUNCTIONS_WORKER_PROCESS_COUNT. So one instance never has more than
-//    5 BC requests in flight, however many invocations it runs.
+// 1. Per instance: one BC client per worker process (shared/core/runtime.py) lets at most 5 requests
+//    through at once (shared/clients/http.py, a BoundedSemaphore(5)); Python runs one worker process per
+//    instance because FUNCTIONS_WORKER_PROCESS_COUNT is not set. 5 is BC's processing limit, so
+//    one instance alone can keep BC busy; a lower cap would only slow a single instance.
 // 2. Per queue function and instance: host.json `extensions.queues` batchSize 4 + newBatchThreshold 2
-//    means at most 6 messages of one queue run at once on an instance, and a sixth one waits on the
-//    client's semaphore, not in BC. batchSize is also Flex's scale target for Storage queues
-//    (desired instances = backlog / batchSize), so instances are added only for a backlog: invoices
-//    arrive one webhook at a time and keep each queue function on a single instance.
-// 3. Across instances: `maximumInstanceCount` sits at 40, the lowest value Microsoft documented for
-//    Flex (reference/peers-and-conventions.md C.3). It bounds a burst, but only loosely. Flex scales
-//    each queue function on its own instances (the HTTP routes share one group), so a backlog of
-//    160 messages could run 40 instances x 5 = 200 BC requests.
+//    runs at most 6 messages of one queue at once; the sixth waits on the client's semaphore.
+// 3. Across instances: maximumInstanceCount (main.bicep, default 4). Flex scales each queue and
+//    timer function on its own instances and the HTTP routes together. Calling BC: 3 queue
+//    functions (invoice-transfers, payment-checks, masterdata-imports) and the HTTP group, each up
+//    to maximumInstanceCount instances, plus 3 timers (payment poll, BC subscriptions, PO sync)
+//    that run on one instance each. Worst case: (3 + 1) x 4 x 5 + 3 x 5 = 95 <= 100. If the cap
+//    applies to the whole app instead, it is 4 x 5 = 20.
+//    bench/RESULTS.md: 2 instances already post at 0.98 of BC's ceiling (5 slots, 6,000 requests
+//    per 5 minutes) with every 429 absorbed, so 4 leaves headroom and costs no throughput.
 //
-// Beyond the budget the design degrades, it does not break: BC queues the extra requests instead of
-// failing them, and a 429 is retried with backoff that honours Retry-After (shared/clients/http.py). The
-// queue then redelivers after visibilityTimeout, and after maxDequeueCount the job is dead-lettered
-// and can be replayed. Jobs are idempotent (spec.md 1.1), and app/alerts.bicep alerts on repeated
-// 429s. For the rate budget, 6,000 requests per 5 minutes is 20 a second, which one instance with 5
-// requests in flight reaches only if BC answers in under 250 ms.
-//
-// A strict global cap needs a cross-instance limiter in shared/clients/http.py, for example five blob leases
-// in this storage account. Lowering `maximumInstanceCount` narrows a burst but cannot get to 5: newer
-// Microsoft pages are reported to allow values down to 1 (not verified here; main.bicep accepts it
-// so it can be tried), but the cap applies per scale group, and each queue function is its own group.
+// The 6,000-per-5-minutes rate limit is not bounded this way; a 429 from it is retried with
+// backoff that honours Retry-After (shared/clients/http.py), the queue redelivers after visibilityTimeout,
+// and after maxDequeueCount the job is dead-lettered and can be replayed (jobs are idempotent,
+// spec.md 1.1). app/alerts.bicep alerts on repeated 429s.
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
@@ -113,11 +109,16 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Outbound through the virtual network: storage and Key Vault resolve to their private
+    // endpoints there. Inbound stays public (HTTPS only) for the Basware and BC webhooks.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     // Key Vault references resolve with the user-assigned identity (the default would be a
     // system-assigned identity, which this app does not have).
     keyVaultReferenceIdentity: identityId
     siteConfig: {
       minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
     }
     functionAppConfig: {
       deployment: {
@@ -149,6 +150,24 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         version: '3.11'
       }
     }
+  }
+}
+
+// No publishing with a user name and password: deployments authenticate with Entra ID (azd, az,
+// Core Tools all do). https://learn.microsoft.com/azure/app-service/configure-basic-auth-disable
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
   }
 }
 

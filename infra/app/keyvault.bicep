@@ -7,6 +7,8 @@
 param name string
 param location string
 param tags object = {}
+@description('True: reachable only through the private endpoint of app/network.bicep.')
+param vnetEnabled bool = true
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -25,10 +27,14 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     // A deleted vault or secret cannot be purged before its retention ends. Note: this also keeps
     // the vault *name* reserved for 90 days after `azd down`.
     enablePurgeProtection: true
-    // Flex instances without VNet integration reach the vault over its public endpoint; every
-    // call still needs an Entra token with a data role.
-    publicNetworkAccess: 'Enabled'
-    networkAcls: {
+    // Private by default: the app reaches the vault through its private endpoint
+    // (app/network.bicep). An operator setting secrets from outside opens it briefly for one
+    // address (docs/deploy.md step 4); the next deployment closes it again.
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
+    networkAcls: vnetEnabled ? {
+      defaultAction: 'Deny'
+      bypass: 'None'
+    } : {
       defaultAction: 'Allow'
       bypass: 'AzureServices'
     }

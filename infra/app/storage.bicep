@@ -3,7 +3,10 @@
 param name string
 param location string
 param tags object = {}
-param deploymentContainerName string
+@description('Blob containers: the deployment package\'s and the Functions host\'s (app/rbac.bicep grants each one).')
+param blobContainerNames array
+@description('True: reachable only through the private endpoints of app/network.bicep.')
+param vnetEnabled bool = true
 @description('Every queue the app uses, poison queues included.')
 param queueNames array
 param tableNames array
@@ -25,10 +28,15 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     dnsEndpointType: 'Standard'
-    // Reached from Flex instances without VNet integration, so the endpoints stay public;
-    // every request still needs an Entra token with a data role.
-    publicNetworkAccess: 'Enabled'
-    networkAcls: {
+    // Private by default: the app reaches blob, queue and table through private endpoints
+    // (app/network.bicep), and nothing on the internet reaches the account, not even with a
+    // valid token. vnetEnabled false (a quick trial) leaves the endpoints public, with every
+    // request still needing an Entra token with a data role.
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
+    networkAcls: vnetEnabled ? {
+      defaultAction: 'Deny'
+      bypass: 'None'
+    } : {
       defaultAction: 'Allow'
       bypass: 'AzureServices'
     }
@@ -40,14 +48,18 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   name: 'default'
 }
 
-// Flex Consumption runs the app from a zip in this container.
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+// Created here, not by the host on first use, so that each can carry its own role assignment
+// (app/rbac.bicep): Flex Consumption runs the app from a zip in the deployment container, and the
+// Functions host keeps timer schedules, singleton locks and its host lease in azure-webjobs-hosts
+// and function keys in azure-webjobs-secrets
+// (https://learn.microsoft.com/azure/azure-functions/storage-considerations).
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for containerName in blobContainerNames: {
   parent: blobService
-  name: deploymentContainerName
+  name: containerName
   properties: {
     publicAccess: 'None'
   }
-}
+}]
 
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: account

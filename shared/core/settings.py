@@ -162,6 +162,18 @@ def _validate_cron(name: str, value: str) -> str:
     return value
 
 
+def timer_schedule(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The NCRONTAB expression timer `name` runs on: its setting, else the documented default.
+
+    Timer decorators take this literal instead of a `%NAME%` placeholder: the Functions host
+    cannot index a timer whose placeholder names an unset app setting, so a default documented
+    here would not be real. Read at import, as the host does with app settings; a change of
+    app setting restarts the app in Azure.
+    """
+    env = os.environ if environ is None else environ
+    return _validate_cron(name, (env.get(name) or "").strip() or DEFAULT_SCHEDULES[name])
+
+
 def load_settings(environ: Mapping[str, str] | None = None,
                   secret_source: Callable[[str], str | None] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)

@@ -15,6 +15,7 @@ from shared.flows.invoices.transfer import poll_invoices, transfer_invoice
 from shared.functions.queue_workers import dequeue_count, max_dequeue_count, register_queue_worker
 from shared.models.messages import InvoiceTransferMessage
 from shared.store.storage import INVOICE_TRANSFERS
+from shared.core.settings import timer_schedule
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.invoices")
@@ -32,7 +33,7 @@ def basware_webhook(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
-@bp.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("POLL_SCHEDULE"), run_on_startup=False, use_monitor=True)
 def invoice_poll(timer: func.TimerRequest) -> None:
     with run_context("invoice_poll"):
         poll_invoices(runtime())

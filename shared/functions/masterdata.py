@@ -18,6 +18,7 @@ import azure.functions as func
 from shared.core.telemetry import run_context
 from shared.functions.queue_workers import register_queue_worker
 from shared.store.storage import MASTERDATA_IMPORTS
+from shared.core.settings import timer_schedule
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.masterdata")
@@ -64,7 +65,7 @@ for _prefix, _name in (("manage", "manage_masterdata_sync"), ("admin", "spec_adm
 
 
 @bp.function_name("masterdata_timer")
-@bp.timer_trigger(arg_name="timer", schedule="%MASTERDATA_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("MASTERDATA_SCHEDULE"), run_on_startup=False, use_monitor=True)
 def masterdata_timer(timer: func.TimerRequest) -> None:
     from shared.flows.masterdata.sync import enqueue_sync
 

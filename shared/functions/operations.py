@@ -11,7 +11,7 @@
   Functions host refuses HTTP routes and function names that start with `admin`, even under the
   `/api` prefix (azure-functions-host issues #1781 and #7634), so in Azure only the `manage/` routes
   come up (the host lists the `admin/` ones as "functions in error"); the local host serves both.
-- timer `%RETENTION_SCHEDULE%`: removes finished jobs and audit rows older than RETENTION_DAYS.
+- timer on RETENTION_SCHEDULE: removes finished jobs and audit rows older than RETENTION_DAYS.
 
 Thin: the logic is in shared/ops/admin.py, shared/ops/health.py and shared/ops/retention.py.
 """
@@ -19,6 +19,8 @@ import json
 import logging
 
 import azure.functions as func
+
+from shared.core.settings import timer_schedule
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.operations")
@@ -84,7 +86,8 @@ for _prefix, _name in ROUTE_PREFIXES.items():
 
 
 @bp.function_name("retention")
-@bp.timer_trigger(arg_name="timer", schedule="%RETENTION_SCHEDULE%", run_on_startup=False, use_monitor=True)
+@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("RETENTION_SCHEDULE"), run_on_startup=False,
+                  use_monitor=True)
 def retention(timer: func.TimerRequest) -> None:
     from shared.ops.retention import purge
     from shared.core.telemetry import run_context

@@ -12,6 +12,7 @@ from shared.core.telemetry import run_context
 from shared.functions.queue_workers import register_queue_worker
 from shared.models.messages import PaymentCheckMessage
 from shared.store.storage import PAYMENT_CHECKS
+from shared.core.settings import timer_schedule
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.payments")
@@ -46,7 +47,7 @@ payment_checks, payment_checks_poison = register_queue_worker(
 
 
 @bp.function_name("payment_poll")
-@bp.timer_trigger(arg_name="timer", schedule="%PAYMENT_SCHEDULE%", run_on_startup=False,
+@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("PAYMENT_SCHEDULE"), run_on_startup=False,
                   use_monitor=True)
 def payment_poll(timer: func.TimerRequest) -> None:
     from shared.flows.payments.respond import poll_payments

@@ -11,7 +11,7 @@ from shared.store.audit import AuditLog
 from shared.functions import operations
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, JobStore
 from shared.ops.retention import purge
-from shared.core.settings import load_settings
+from shared.core.settings import load_settings, timer_schedule
 from shared.core.runtime import build_runtime
 
 NOW = datetime.now(timezone.utc)
@@ -90,7 +90,7 @@ def test_the_retention_timer_runs_on_its_schedule_setting_and_keeps_retention_da
                                                                                       monkeypatch):
     timer = next(f for f in operations.bp._function_builders if f._function.get_function_name() == "retention")
     (trigger,) = [b for b in timer._function.get_bindings() if b.type == "timerTrigger"]
-    assert trigger.schedule == "%RETENTION_SCHEDULE%"
+    assert trigger.schedule == timer_schedule("RETENTION_SCHEDULE")  # the setting, else the default
 
     rt = build_runtime(load_settings({**env, "RETENTION_DAYS": "30"}))
     try:

@@ -421,14 +421,17 @@ def bicep_default_schedules() -> dict[str, str]:
     return {k: v.literal() for k, v in bicep(MAIN).one("var", "defaultSchedules").body.members().items()}
 
 
-def test_every_percent_placeholder_in_a_trigger_is_always_set():
-    placeholders = set()
-    for path in (ROOT / "shared" / "functions").glob("*.py"):
-        placeholders |= set(re.findall(r'"%(\w+)%"', path.read_text(encoding="utf-8")))
-    assert placeholders, "expected %SETTING% schedules in shared/functions"
+def test_timers_run_on_their_setting_or_the_documented_default():
+    """No timer takes a `%SETTING%` placeholder: the host cannot index one whose setting is unset."""
+    (default_schedules,) = code_contract("shared.core.settings", "DEFAULT_SCHEDULES")
+    code = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "shared" / "functions").glob("*.py"))
+    schedules = re.findall(r"schedule=([^,)]*\)?)", code)
+    assert schedules, "expected timer triggers in shared/functions"
+    assert not [x for x in schedules if "%" in x], f"placeholders the host may not resolve: {schedules}"
+    used = re.findall(r'schedule=timer_schedule\("(\w+)"\)', code)
+    assert len(used) == len(schedules) and sorted(used) == sorted(default_schedules), used
     always, _ = app_settings()
-    unresolved = sorted(placeholders - always.keys())
-    assert not unresolved, f"the host cannot index triggers whose placeholder has no app setting: {unresolved}"
+    assert set(default_schedules) <= always.keys(), "Bicep still sets each schedule (the operator's value)"
 
 
 def test_defaults_in_bicep_are_the_apps_defaults():
@@ -519,6 +522,7 @@ def test_no_secret_values_or_shared_keys_in_infra():
 
 ROLES = {  # reference/peers-and-conventions.md C.4
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
     "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
@@ -536,6 +540,7 @@ BROAD_ROLES = {
 }
 SCOPE_TYPES = {
     "Microsoft.Storage/storageAccounts": "storage",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": "container",
     "Microsoft.KeyVault/vaults": "vault",
     "Microsoft.Insights/components": "appinsights",
 }
@@ -556,10 +561,11 @@ def role_assignments() -> list[tuple[str, str, str, bool]]:
         assert guid not in BROAD_ROLES, f"{d.name} grants {BROAD_ROLES[guid]}"
         assert guid in ROLES, f"{d.name} grants an unexpected role {guid}"
         scope = d.body.get("scope")
-        assert scope is not None and scope.text in scopes, f"{d.name} must be scoped to one resource, not the group"
+        target = re.sub(r"\[i\]$", "", scope.text) if scope is not None else None  # one per loop item
+        assert target in scopes, f"{d.name} must be scoped to one resource, not the group"
         assert props.get("principalType") is not None, f"{d.name}: principalType avoids replication-delay failures"
         assert d.body["name"].text.startswith(f"guid({scope.text}.id, "), f"{d.name}: stable, scope-unique name"
-        out.append((SCOPE_TYPES[scopes[scope.text]], ROLES[guid], props["principalId"].text, d.conditional))
+        out.append((SCOPE_TYPES[scopes[target]], ROLES[guid], props["principalId"].text, d.conditional))
     return out
 
 
@@ -572,7 +578,7 @@ def test_role_assignments_live_only_in_rbac_bicep():
 def test_app_identity_has_exactly_the_roles_it_needs():
     app = sorted((scope, role) for scope, role, principal, cond in role_assignments() if principal == "appPrincipalId")
     assert app == sorted([
-        ("storage", "Storage Blob Data Owner"),
+        ("container", "Storage Blob Data Contributor"),
         ("storage", "Storage Queue Data Contributor"),
         ("storage", "Storage Table Data Contributor"),
         ("vault", "Key Vault Secrets User"),
@@ -582,6 +588,43 @@ def test_app_identity_has_exactly_the_roles_it_needs():
     # the only other grant: the optional deployer may write the vault's secrets, nothing else
     assert others == [("vault", "Key Vault Secrets Officer", "deployerPrincipalId", True)]
     assert bicep(MAIN).one("module", "rbac").body["params"]["appPrincipalId"].text == "appIdentity.properties.principalId"
+
+
+def test_blob_access_is_per_container_never_account_wide():
+    """A token of the app's identity cannot read or replace blobs outside the three containers it needs."""
+    blob_roles = [(scope, role) for scope, role, _, _ in role_assignments() if "Blob" in role]
+    assert blob_roles and all(scope == "container" for scope, _ in blob_roles), blob_roles
+    assert not [r for _, r in blob_roles if r == "Storage Blob Data Owner"], "no Blob Data Owner anywhere"
+    rbac, main = bicep(RBAC), bicep(MAIN)
+    containers = rbac.one("resource", "blobContainers")
+    assert containers.existing and re.search(r"\[for containerName in blobContainerNames:\s*$",
+                                             rbac.text[containers.body.start - 60:containers.body.start])
+    granted = [i.text for i in main.one("var", "appBlobContainers").body.items()]
+    # the deployment package and the Functions host's own containers, nothing else
+    assert granted == ["deploymentContainerName", "'azure-webjobs-hosts'", "'azure-webjobs-secrets'"]
+    assert main.one("module", "rbac").body["params"]["blobContainerNames"].text == "appBlobContainers"
+    assert main.one("module", "storage").body["params"]["blobContainerNames"].text == "appBlobContainers"
+    created = bicep(INFRA / "app" / "storage.bicep").one("resource",
+                                                          head="Microsoft.Storage/storageAccounts/blobServices/containers")
+    assert re.search(r"\[for containerName in blobContainerNames:\s*$",
+                     created.body.file.text[created.body.start - 60:created.body.start]), "every granted container exists"
+    assert api_deployment_container() == "deploymentContainerName"
+
+
+def api_deployment_container() -> str:
+    value = bicep(API).one("resource", head="Microsoft.Web/sites").body["properties"]["functionAppConfig"][
+        "deployment"]["storage"]["value"].text
+    found = re.fullmatch(r"'\$\{storage\.properties\.primaryEndpoints\.blob\}\$\{(\w+)\}'", value)
+    assert found, value
+    assert bicep(MAIN).one("module", "api").body["params"][found.group(1)].text == "deploymentContainerName"
+    return found.group(1)
+
+
+def test_every_role_assignment_says_why():
+    rbac = bicep(RBAC)
+    for d in rbac.find("resource", head="Microsoft.Authorization/roleAssignments"):
+        above = rbac.text[:rbac.text.index(f"resource {d.name} ")].rstrip().split("\n")[-1]
+        assert above.startswith("//"), f"{d.name}: a comment above the assignment says why it is needed"
 
 
 # ------------------------------------------------------------- resource security settings -------
@@ -605,6 +648,82 @@ def test_key_vault_is_rbac_with_soft_delete_and_purge_protection():
     assert props["enablePurgeProtection"].literal() is True
     assert 7 <= props["softDeleteRetentionInDays"].literal() <= 90
     assert "accessPolicies" not in props.members()
+
+
+NETWORK = INFRA / "app" / "network.bicep"
+PRIVATE_ACCESS = "vnetEnabled ? 'Disabled' : 'Enabled'"
+
+
+@pytest.mark.parametrize("module, path, head", [
+    ("storage", INFRA / "app" / "storage.bicep", "Microsoft.Storage/storageAccounts"),
+    ("keyVault", INFRA / "app" / "keyvault.bicep", "Microsoft.KeyVault/vaults"),
+])
+def test_storage_and_key_vault_refuse_public_network_access_by_default(module, path, head):
+    f = bicep(path)
+    props = f.one("resource", head=head).body["properties"]
+    assert props["publicNetworkAccess"].text == PRIVATE_ACCESS
+    private_acls = props["networkAcls"].objects()[0]
+    assert private_acls["defaultAction"].literal() == "Deny" and private_acls["bypass"].literal() == "None"
+    assert f.one("param", "vnetEnabled").body.literal() is True
+    main = bicep(MAIN)
+    assert main.one("param", "vnetEnabled").body.literal() is True, "private is the default"
+    assert main.one("module", module).body["params"]["vnetEnabled"].text == "vnetEnabled"
+
+
+def test_private_endpoints_and_dns_zones_for_blob_queue_table_and_vault():
+    net = bicep(NETWORK)
+    endpoints = {e["groupId"].literal(): e for e in net.one("var", "endpoints").body.items()}
+    assert set(endpoints) == {"blob", "queue", "table", "vault"}
+    for group in ("blob", "queue", "table"):
+        assert endpoints[group]["serviceId"].text == "storageAccount.id"
+        assert endpoints[group]["zone"].text == f"'privatelink.{group}.${{environment().suffixes.storage}}'"
+    assert endpoints["vault"]["serviceId"].text == "vault.id"
+    assert endpoints["vault"]["zone"].literal() == "privatelink.vaultcore.azure.net"
+    for head in ("Microsoft.Network/privateDnsZones", "Microsoft.Network/privateDnsZones/virtualNetworkLinks",
+                 "Microsoft.Network/privateEndpoints", "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"):
+        res = net.one("resource", head=head)
+        assert re.search(r"\[for \(?endpoint", net.text[res.body.start - 60:res.body.start]), f"{head}: one per endpoint"
+    pe = net.one("resource", head="Microsoft.Network/privateEndpoints").body["properties"]
+    connection = pe["privateLinkServiceConnections"].items()[0]["properties"]
+    assert connection["privateLinkServiceId"].text == "endpoint.serviceId"
+    subnets = {sn["name"].text: sn for sn in net.one("resource", head="Microsoft.Network/virtualNetworks")
+               .body["properties"]["subnets"].items()}
+    delegation = subnets["appSubnetName"]["properties"]["delegations"].items()[0]
+    assert delegation["properties"]["serviceName"].literal() == "Microsoft.App/environments"  # Flex VNet integration
+    main = bicep(MAIN)
+    network = main.one("module", "network")
+    assert network.conditional and "if (vnetEnabled)" in main.text[network.body.start - 30:network.body.start]
+    assert main.one("module", "api").body["params"]["virtualNetworkSubnetId"].text == \
+        "vnetEnabled ? network.outputs.appSubnetId : ''"
+    site = bicep(API).one("resource", head="Microsoft.Web/sites").body["properties"]
+    assert site["virtualNetworkSubnetId"].text == "empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId"
+
+
+def test_no_basic_auth_publishing_https_only_and_tls12():
+    api = bicep(API)
+    policies = {d.body["name"].literal(): d.body for d in
+                api.find("resource", head="Microsoft.Web/sites/basicPublishingCredentialsPolicies")}
+    assert set(policies) == {"ftp", "scm"}
+    assert all(p["properties"]["allow"].literal() is False and p["parent"].text == "functionApp"
+               for p in policies.values())
+    site = api.one("resource", head="Microsoft.Web/sites").body["properties"]
+    assert site["httpsOnly"].literal() is True
+    config = site["siteConfig"]
+    assert config["minTlsVersion"].literal() == "1.2" and config["scmMinTlsVersion"].literal() == "1.2"
+    assert config["ftpsState"].literal() == "Disabled"
+
+
+def test_app_and_key_vault_logs_go_to_log_analytics():
+    diag = bicep(INFRA / "app" / "diagnostics.bicep")
+    settings = {d.body["scope"].text: d.body["properties"]
+                for d in diag.find("resource", head="Microsoft.Insights/diagnosticSettings")}
+    assert set(settings) == {"functionApp", "vault"}
+    for props in settings.values():
+        assert props["workspaceId"].text == "workspaceId"
+        assert [log["categoryGroup"].literal() for log in props["logs"].items()] == ["allLogs"]
+    params = bicep(MAIN).one("module", "diagnostics").body["params"]
+    assert params["workspaceId"].text == "monitoring.outputs.workspaceId"
+    assert params["functionAppName"].text == "api.outputs.name"
 
 
 def test_app_insights_accepts_entra_ingestion_only():
@@ -631,11 +750,22 @@ def test_function_app_runs_python_311_on_flex_consumption():
 def test_scale_limits_and_their_reasoning_agree_with_the_code():
     """The comment in app/api.bicep explains how BC's 5-concurrent limit holds; its premises must stay true."""
     main, api = bicep(MAIN), bicep(API)
-    assert main.one("param", "maximumInstanceCount").body.literal() == 40  # lowest value documented for Flex
+    (bc_queues,) = code_contract("shared.store.storage", "QUEUES")
+    instances = main.one("param", "maximumInstanceCount").body.literal()
+    budget = re.search(r"Worst case: \((\d+) \+ 1\) x (\d+) x (\d+) \+ (\d+) x (\d+) = (\d+) <= 100", api.text)
+    assert budget, "app/api.bicep states the worst case of BC requests in flight"
+    queue_fns, n, cap1, timers, cap2, total = map(int, budget.groups())
+    assert n == instances and (queue_fns + 1) * n * cap1 + timers * cap2 == total <= 100, \
+        "BC absorbs 5 in processing + 95 queued per principal; more instances need a new budget"
+    named = re.search(r"Calling BC: \d+ queue\s+//\s+functions \(([^)]*)\)", api.text)
+    assert named and len(named.group(1).split(", ")) == queue_fns and set(named.group(1).split(", ")) <= set(bc_queues)
+    doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "## Concurrency budget" in doc and budget.group(0).replace("Worst case: ", "") in doc, \
+        "docs/deploy.md explains the same budget"
     assert main.one("module", "api").body["params"]["maximumInstanceCount"].text == "maximumInstanceCount"
     (build_runtime,) = code_contract("shared.core.runtime", "build_runtime")
     cap = inspect.signature(build_runtime).parameters["bc_max_concurrency"].default
-    assert cap <= 5, "BC processes 5 requests per principal at once; the per-instance client cap must not exceed it"
+    assert cap == cap1 == cap2 and cap <= 5, "BC processes 5 requests per principal at once; the per-instance client cap must not exceed it"
     assert re.search(rf"BoundedSemaphore\({cap}\)", api.text), "app/api.bicep states the BC client's cap"
     queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
     stated = re.search(r"batchSize (\d+) \+ newBatchThreshold (\d+)", api.text)

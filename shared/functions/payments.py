@@ -7,12 +7,11 @@ import logging
 import azure.functions as func
 
 from shared.flows.payments import notifications
-from shared.store.jobs import utcnow
 from shared.core.telemetry import run_context
 from shared.functions.queue_workers import register_queue_worker
 from shared.models.messages import PaymentCheckMessage
 from shared.store.storage import PAYMENT_CHECKS
-from shared.core.settings import timer_schedule
+from shared.functions.timers import register_timer
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.payments")
@@ -46,11 +45,10 @@ payment_checks, payment_checks_poison = register_queue_worker(
     poison_reason="retries exhausted: the payment check kept failing")
 
 
-@bp.function_name("payment_poll")
-@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("PAYMENT_SCHEDULE"), run_on_startup=False,
-                  use_monitor=True)
-def payment_poll(timer: func.TimerRequest) -> None:
+def _poll(rt, now) -> None:
     from shared.flows.payments.respond import poll_payments
 
-    with run_context("payment_poll"):
-        poll_payments(_runtime(), utcnow())
+    poll_payments(rt, now)
+
+
+payment_poll = register_timer(bp, name="payment_poll", schedule_setting="PAYMENT_SCHEDULE", run=_poll)

@@ -5,19 +5,9 @@ Polling only: BC's webhook subscriptions do not cover purchase orders (Microsoft
 """
 import azure.functions as func
 
-from shared.core.runtime import runtime
-from shared.core.telemetry import run_context
-from shared.store.jobs import utcnow
-from shared.core.settings import timer_schedule
+from shared.flows.purchase_orders.sync import sync_purchase_orders
+from shared.functions.timers import register_timer
 
 bp = func.Blueprint()
-
-
-@bp.function_name("purchase_order_sync")
-@bp.timer_trigger(arg_name="timer", schedule=timer_schedule("PO_SYNC_SCHEDULE"), run_on_startup=False,
-                  use_monitor=True)
-def purchase_order_sync(timer: func.TimerRequest) -> None:
-    from shared.flows.purchase_orders.sync import sync_purchase_orders
-
-    with run_context("purchase_order_sync"):
-        sync_purchase_orders(runtime(), utcnow())
+purchase_order_sync = register_timer(bp, name="purchase_order_sync", schedule_setting="PO_SYNC_SCHEDULE",
+                                     run=sync_purchase_orders)

@@ -1,4 +1,4 @@
-"""Benchmark: BC -> Basware master-data import (issue 5). Prints figures; asserts nothing.
+"""Benchmark: BC -> Basware master-data import. Prints figures; asserts nothing.
 
     python -m bench.masterdata                       # 10,000 vendors, 5,000 accounts, 20,000 dimension values
     python -m bench.masterdata --vendors 2000 --accounts 1000 --dimension-values 3000

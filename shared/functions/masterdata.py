@@ -1,4 +1,4 @@
-"""Triggers of the master-data flow (BC -> Basware; spec 1.2, issue 5).
+"""Triggers of the master-data flow (BC -> Basware).
 
 - timer `%MASTERDATA_SCHEDULE%`: enqueues one `masterdata-imports` message per BC company and
   returns at once; the queue worker does the import, with the queue's retries and dead letters.

@@ -1,4 +1,4 @@
-"""Triggers of operations: health, the admin records API and the retention timer (issue 7).
+"""Triggers of operations: health, the admin records API and the retention timer.
 
 - `GET /api/health` (function key): 200 when every check passes, 503 naming what failed (plus this
   instance's counters: posted, failed, dead_lettered, done, retries, throttled).

@@ -1,4 +1,4 @@
-"""BC -> Basware master-data import (spec 1.2; issue 5).
+"""BC -> Basware master-data import (Basware P2P API: POST /v1/vendors, /v1/accounts, /v1/costCenters, /v2/projects, /v1/lists/{key}).
 
 Per BC company in COMPANY_MAP and per entity (vendors, Posting G/L accounts, each mapped
 dimension) the data flows one way, one page at a time:

@@ -7,6 +7,7 @@ import logging
 import azure.functions as func
 
 from shared.flows.payments import notifications
+from shared.flows.payments.respond import poll_payments
 from shared.core.telemetry import run_context
 from shared.functions.queue_workers import register_queue_worker
 from shared.models.messages import PaymentCheckMessage
@@ -45,10 +46,4 @@ payment_checks, payment_checks_poison = register_queue_worker(
     poison_reason="retries exhausted: the payment check kept failing")
 
 
-def _poll(rt, now) -> None:
-    from shared.flows.payments.respond import poll_payments
-
-    poll_payments(rt, now)
-
-
-payment_poll = register_timer(bp, name="payment_poll", schedule_setting="PAYMENT_SCHEDULE", run=_poll)
+payment_poll = register_timer(bp, name="payment_poll", schedule_setting="PAYMENT_SCHEDULE", run=poll_payments)

@@ -218,12 +218,19 @@ def main(argv: list[str] | None = None) -> int:
 def save_audit_trails(connection_string: str, report: dict) -> Path:
     """Each invoice's audit trail as a JSON file, so it can be read after the run's storage is gone."""
     from shared.store.audit import AuditLog
+    from shared.store.jobs import JobStore
     from shared.store.storage import Storage
 
     folder = ROOT / ".run" / "audit"
     folder.mkdir(parents=True, exist_ok=True)
-    audit = AuditLog(Storage(connection_string))
-    for row in report["posted"] + report["failed"]:
+    storage = Storage(connection_string)
+    audit, jobs = AuditLog(storage), JobStore(storage)
+    rows = report["posted"] + report["failed"]
+    # Basware shows the transfer response as soon as it is sent; the app writes its own `respond` row
+    # and finishes the job a moment later. Wait for that (bounded) so the saved trail is complete.
+    wait_until(lambda: sum(bool((j := jobs.get("invoice", r["jobId"])) and j.finished)
+                           for r in rows), 20, "audit trails complete", len(rows))
+    for row in rows:
         trail = audit.trail(row["jobId"])
         name = f"{row['invoiceNumber']}-{row['invoiceId'][:8]}.json"
         (folder / name).write_text(json.dumps(trail, indent=2, default=str))

@@ -13,6 +13,14 @@ ticks: dict[str, list] = defaultdict(list)
 overlap = {"running": 0, "max": 0}
 _lock = threading.Lock()
 
+def mark(name: str) -> None:
+    """Write a marker atomically: the test polls for the file and reads it at once, and a plain
+    write_text creates the file empty before it writes the pid."""
+    tmp = Path(os.environ["MARKER_DIR"], f".{name}.tmp")
+    tmp.write_text(str(os.getpid()))
+    tmp.replace(tmp.with_name(name))
+
+
 queues_bp = func.Blueprint()
 timers_bp = func.Blueprint()
 
@@ -26,13 +34,13 @@ def work(msg: func.QueueMessage) -> None:
     if body.startswith("fails-once") and msg.dequeue_count < 2:
         raise RuntimeError("first attempt fails")
     if body.startswith("slow"):  # the crash test: the first attempt hangs until the host is killed
-        Path(os.environ["MARKER_DIR"], f"attempt-{msg.dequeue_count}").write_text(str(os.getpid()))
+        mark(f"attempt-{msg.dequeue_count}")
         if msg.dequeue_count == 1:
             time.sleep(60)
     if body.startswith("brief"):  # the shutdown test: still running when SIGTERM arrives
-        Path(os.environ["MARKER_DIR"], "started").write_text(str(os.getpid()))
+        mark("started")
         time.sleep(1.5)
-        Path(os.environ["MARKER_DIR"], "finished").write_text(str(os.getpid()))
+        mark("finished")
 
 
 @timers_bp.timer_trigger(arg_name="timer", schedule="%TICK_SCHEDULE%")

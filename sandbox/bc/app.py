@@ -12,6 +12,7 @@ from sandbox.common import Request, Response, SandboxApp
 
 from . import errors as E
 from .auth import TokenIssuer
+from .control import register_control_routes
 from .documents import DOC_TYPES, DocType, Document, dim_kind, document_kind, line_kind
 from .masterdata import (account_kind, company_kind, create_vendor, currency_kind, delete_vendor, dimension_kind,
                          dimension_value_kind, patch_vendor, vendor_kind)
@@ -248,8 +249,6 @@ class BcSandbox(SandboxApp):
                         r"/v2\.0/{environment}/api/v2\.0(?P<rest>/.*)?"):
             for method in ("GET", "POST", "PATCH", "DELETE"):
                 self.add_route(method, pattern, self._api)
-        from .control import register_control_routes
-
         register_control_routes(self)
 
     # == the API ======================================================================================

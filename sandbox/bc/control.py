@@ -20,14 +20,11 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from sandbox.common import Request, Response
+from sandbox.common import Request, Response, SandboxApp
 
 from . import errors as E
-
-if TYPE_CHECKING:
-    from .app import BcSandbox
 
 
 def _guarded(fn: Callable[[Request], Response]) -> Callable[[Request], Response]:
@@ -46,7 +43,9 @@ def _guarded(fn: Callable[[Request], Response]) -> Callable[[Request], Response]
     return wrapper
 
 
-def register_control_routes(app: "BcSandbox") -> None:
+def register_control_routes(app: SandboxApp) -> None:
+    """Adds the routes to `app`, a `sandbox.bc.app.BcSandbox` (typed by its base so this module does
+    not import the app that imports it)."""
     def route(method: str, pattern: str):
         def register(fn):
             app.add_route(method, pattern, _guarded(fn))

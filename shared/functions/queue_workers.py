@@ -17,7 +17,7 @@ import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from shared.core.runtime import runtime
-from shared.core.telemetry import trigger_context
+from shared.functions.trigger_context import trigger_context
 from shared.store.deadletter import dead_letter
 from shared.store.storage import POISON_SUFFIX
 

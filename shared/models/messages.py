@@ -1,6 +1,9 @@
 """Queue messages. Each queue carries one model; unknown fields are ignored so old messages still parse."""
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -52,3 +55,19 @@ class MasterdataImportMessage(Message):
     force: bool = False
     entities: list[str] | None = None  # None = all
     enqueued_at: datetime = Field(default_factory=_now)
+
+
+def parse_message(text: str | None) -> dict | None:
+    """The stored queue message as a dict: JSON, or base64 of JSON as a host may hand it over."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+        return value if isinstance(value, dict) else None
+    except ValueError:
+        pass
+    try:
+        value = json.loads(base64.b64decode(text, validate=True).decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None

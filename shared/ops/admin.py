@@ -13,9 +13,6 @@ job is dead-lettered again, or `PENDING_FOR` has passed (a lost message must not
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -23,6 +20,7 @@ from typing import Any, Callable
 
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, JobStore
 from shared.core.telemetry import log_context, log_event
+from shared.models.messages import parse_message
 
 log = logging.getLogger("ml_connector.admin")
 
@@ -118,22 +116,6 @@ class ReplayOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "message": self.message, "record": self.job}
-
-
-def parse_message(text: str | None) -> dict | None:
-    """The stored queue message as a dict: JSON, or base64 of JSON as a host may hand it over."""
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-        return value if isinstance(value, dict) else None
-    except ValueError:
-        pass
-    try:
-        value = json.loads(base64.b64decode(text, validate=True).decode("utf-8"))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def replay_pending(job: Job, now: datetime) -> bool:

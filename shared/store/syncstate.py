@@ -1,8 +1,14 @@
-"""Master-data sync state in the `syncstate` table: content hashes per record and a per-company lease.
+"""The `syncstate` table, and the one module that reads and writes it.
 
-Hash rows: PartitionKey `hash-<entity>-<BC company id>`, RowKey = the record's externalCode, with
-`hash` (sha256 of the canonical JSON last imported SUCCESSFULLY), `active`, and `body` (that JSON,
-so a record that disappears from BC can still be sent inactive with all its required fields).
+- Hash rows (`HashStore`, master data): PartitionKey `hash-<entity>-<BC company id>`, RowKey = the
+  record's externalCode, with `hash` (sha256 of the canonical JSON last imported SUCCESSFULLY),
+  `active`, and `body` (that JSON, so a record that disappears from BC can still be sent inactive
+  with all its required fields).
+- Record rows (`RecordRows`, purchase orders): PartitionKey `hash-matchingOrder[Line]-<company>`,
+  RowKey = externalCode, with the hash and the few fields the next run compares.
+- Watermarks (`Watermarks`): PartitionKey `watermark`, RowKey = `<flow>-<company>[-<entity>]`,
+  `value` = the newest BC `lastModifiedDateTime` handled (ISO 8601 text).
+- The master-data company lease (`CompanyLease`): PartitionKey `lease`.
 """
 from __future__ import annotations
 
@@ -10,19 +16,26 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
                                    ServiceRequestError, ServiceResponseError)
 from azure.data.tables import UpdateMode
 
-from shared.flows.masterdata.mapping import Pending
 from shared.store.storage import SYNCSTATE, Storage
 
 TRANSACTION_SIZE = 100          # Table Storage's limit per entity-group transaction
 SUBMIT_ATTEMPTS = 3
 MAX_BODY_CHARS = 30_000         # a string property holds 64 KiB of UTF-16
+
+
+class Hashed(Protocol):
+    """A record on its way to Basware (the master-data flow's `Pending`)."""
+    external_code: str
+    record: dict
+    hash: str
+    active: bool
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,7 @@ class HashStore:
         raw = row.get("body")
         return json.loads(raw) if raw else None
 
-    def save(self, items: Iterable[Pending]) -> int:
+    def save(self, items: Iterable[Hashed]) -> int:
         """Advance the hashes of records Basware confirmed (upserts, 100 per transaction)."""
         now = self._clock()
         ops = []
@@ -77,7 +90,7 @@ class HashStore:
         self._submit(ops)
         return len(ops)
 
-    def mark_refused(self, items: Iterable[Pending]) -> None:
+    def mark_refused(self, items: Iterable[Hashed]) -> None:
         """Remember content P2P refused (the last good hash and body stay as they are)."""
         self._submit([("upsert", {"PartitionKey": self.partition, "RowKey": p.external_code, "refused": p.hash,
                                   "refused_at": self._clock()}, {"mode": UpdateMode.MERGE}) for p in items])
@@ -94,6 +107,42 @@ class HashStore:
                     if attempt == SUBMIT_ATTEMPTS:
                         raise
                     time.sleep(0.2 * attempt)
+
+
+class RecordRows:
+    """Rows of one partition, keyed by externalCode, read whole and upserted in transactions."""
+
+    def __init__(self, storage: Storage, partition: str) -> None:
+        self._storage = storage
+        self.partition = partition
+
+    def load(self) -> dict[str, dict]:
+        rows = self._storage.table(SYNCSTATE).query_entities("PartitionKey eq @p", parameters={"p": self.partition})
+        return {row["RowKey"]: dict(row) for row in rows}
+
+    def save(self, rows: list[dict]) -> None:
+        """Upsert rows (each with its `RowKey`), up to 100 per table transaction."""
+        ops = [("upsert", {**row, "PartitionKey": self.partition}) for row in rows]
+        for start in range(0, len(ops), TRANSACTION_SIZE):
+            self._storage.table(SYNCSTATE).submit_transaction(ops[start:start + TRANSACTION_SIZE])
+
+
+class Watermarks:
+    """The newest `lastModifiedDateTime` each polling flow has handled, per key."""
+
+    SCOPE = "watermark"
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def get(self, key: str) -> str | None:
+        try:
+            return self._storage.table(SYNCSTATE).get_entity(self.SCOPE, key).get("value")
+        except ResourceNotFoundError:
+            return None
+
+    def set(self, key: str, value: str) -> None:
+        self._storage.table(SYNCSTATE).upsert_entity({"PartitionKey": self.SCOPE, "RowKey": key, "value": value})
 
 
 class CompanyLease:

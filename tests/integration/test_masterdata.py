@@ -1,4 +1,4 @@
-"""Master data BC -> Basware (issue 5), against both sandboxes over real HTTP and a fresh Azurite.
+"""Master data BC -> Basware, against both sandboxes over real HTTP and a fresh Azurite.
 
 What an operator or AP clerk would notice: Basware offers exactly the ledger's vendors, posting
 accounts and dimension values; nothing is re-sent without a change; deletions and blocks show as
@@ -42,37 +42,6 @@ def sync(rt, **kwargs):
 
 def ext(letter: str, *parts: str) -> str:
     return "-".join([f"BC-{seed.COMPANY_ID[:8]}-{letter}", *parts])
-
-
-# -- reading a request's outcome (pure) ------------------------------------------------------------------
-def _status(request_status: str, *items: tuple[str, str]):
-    from shared.models.basware import RequestStatus
-
-    return RequestStatus.from_response({"requestStatus": [{"requestId": "r1", "requestStatus": request_status, "systems": [
-        {"system": "P2P", "items": [{"externalCode": e, "status": st, "errors": [{"message": f"{e} bad"}]
-                                    if st == "Error" else []} for e, st in items]}]}]})
-
-
-@pytest.mark.parametrize("status, confirmed, refused, waiting", [
-    (None, [], [], ["A", "B"]),
-    (_status("Success", ("A", "Success"), ("B", "NotProcessed")), ["A", "B"], [], []),
-    (_status("Error", ("A", "Success"), ("B", "Error")), ["A"], ["B"], []),
-    (_status("Success", ("A", "Warning"), ("B", "RecordExpired")), ["A"], [], ["B"]),
-    (_status("InProgress", ("A", "InProgress")), [], [], ["A", "B"]),
-    (_status("Success"), ["A", "B"], [], []),               # not itemised, the request succeeded
-    (_status("Error"), [], ["A", "B"], []),
-    (_status("AcknowledgedSuccess", ("A", "Success")), ["A", "B"], [], []),
-])
-def test_only_records_basware_confirmed_advance(status, confirmed, refused, waiting):
-    from shared.flows.masterdata.mapping import pending
-
-    items = [pending({"externalCode": code}, "new") for code in ("A", "B")]
-    ok, failed, unknown = masterdata.classify_outcome(status, items)
-    assert [p.external_code for p in ok] == confirmed
-    assert [p.external_code for p, _ in failed] == refused
-    assert [p.external_code for p in unknown] == waiting
-    if refused == ["B"]:
-        assert failed[0][1] == [{"message": "B bad"}]
 
 
 # -- first and second sync -----------------------------------------------------------------------------

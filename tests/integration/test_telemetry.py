@@ -21,6 +21,7 @@ from shared.core import telemetry
 from shared.store.jobs import job_id
 from shared.models.messages import InvoiceTransferMessage
 from shared.core.telemetry import kv, log_context, log_event
+from shared.functions.trigger_context import message_context
 from tests.integration.test_admin import drain, only, poison, unknown_vendor_invoice
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,10 +89,10 @@ def test_a_queue_message_binds_the_ids_of_the_job_it_works(lines):
 
     log = logging.getLogger("ml_connector.test")
     body = InvoiceTransferMessage(invoice_id="inv-42", source="replay").model_dump_json().encode()
-    with telemetry.message_context("invoice-transfers", body, dequeue_count=2):
+    with message_context("invoice-transfers", body, dequeue_count=2):
         log.info("event=working")
     check = PaymentCheckMessage(company_id=seed.COMPANY_ID, document_id="bc-doc-1").model_dump_json()
-    with telemetry.message_context("payment-checks", check):
+    with message_context("payment-checks", check):
         log.info("event=checking")
     text = lines()
     assert (f"INFO ml_connector.test event=working job_id={job_id('invoice', 'inv-42')} kind=invoice "

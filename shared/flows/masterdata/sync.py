@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 
 from pydantic import BaseModel
 
-from shared.clients.basware import LIST_LIMIT, MASTERDATA_ENDPOINTS, MAX_REQUEST_BYTES, dumps, parse_json
+from shared.clients.basware import LIST_LIMIT, MASTERDATA_ENDPOINTS
+from shared.clients.basware_imports import classify, post_batch, wait_for_status
 from shared.clients.bc import odata_literal
 from shared.core.errors import AuthError, ConnectorError, PermanentError, TransientError
 from shared.store.jobs import DONE, FAILED, job_id, utcnow
@@ -49,8 +50,6 @@ from shared.store.storage import MASTERDATA_IMPORTS
 log = logging.getLogger("ml_connector.masterdata")
 
 KIND = "masterdata"
-OK_ITEM_STATUSES = {"Success", "NotProcessed", "Warning"}
-FINAL_REQUEST_STATUSES = {"Success", "Error", "AcknowledgedSuccess", "AcknowledgedError"}
 VENDOR_SELECT = ("number,displayName,addressLine1,addressLine2,city,state,country,postalCode,phoneNumber,email,"
                  "website,taxRegistrationNumber,currencyCode,blocked")
 ACCOUNT_SELECT = "number,displayName,accountType,blocked,directPosting"
@@ -334,7 +333,9 @@ class _EntityRun:
         """Read the request's outcome; advance the hashes of the records Basware confirmed."""
         s, run = self.summary, self.run
         items = sent.batch.items
-        status = self._poll(sent.request_id) if sent.request_id else None
+        opts = run.options
+        status = wait_for_status(run.rt.basware, sent.request_id, wait=opts.status_wait,
+                                 first_poll=opts.status_first_poll, sleep=opts.sleep) if sent.request_id else None
         ok, failed, waiting = classify_outcome(status, items)
         if ok:
             self.writes.append((self.run.write_state(self.store.save, ok), len(ok)))
@@ -367,93 +368,14 @@ class _EntityRun:
                 s.unconfirmed += confirmed  # resent next run, where Basware answers NotProcessed
                 s.error = f"could not record imports in syncstate ({type(exc).__name__})"
 
-    def _poll(self, request_id: str) -> RequestStatus | None:
-        opts = self.run.options
-        deadline = time.monotonic() + opts.status_wait
-        delay = opts.status_first_poll
-        status = None
-        while True:
-            try:
-                status = self.run.rt.basware.request_status(request_id)
-            except TransientError:
-                status = None
-            except PermanentError:
-                return None
-            if status is not None and _final(status):
-                return status
-            if time.monotonic() + delay > deadline:
-                return status
-            opts.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-def _final(status: RequestStatus) -> bool:
-    if status.request_status not in FINAL_REQUEST_STATUSES:
-        return False
-    return not any(i.status == "InProgress" for i in status.items)
-
 
 def classify_outcome(status: RequestStatus | None, items: list[Pending]
                      ) -> tuple[list[Pending], list[tuple[Pending, list[dict]]], list[Pending]]:
-    """(confirmed, refused with their errors, not known yet) for one request's records.
-
-    A record is confirmed when every system reports Success, NotProcessed (identical resend) or
-    Warning for it, or when it is not itemised and the request as a whole succeeded.
-    """
-    if status is None:
-        return [], [], list(items)
-    by_code: dict[str, list] = {}
-    for item in status.items:
-        by_code.setdefault(item.external_code or "", []).append(item)
-    request_ok = status.request_status in ("Success", "AcknowledgedSuccess")
-    request_error = status.request_status in ("Error", "AcknowledgedError")
-    ok, failed, waiting = [], [], []
-    for p in items:
-        reported = by_code.get(p.external_code)
-        if not reported:
-            if request_ok:
-                ok.append(p)
-            elif request_error:
-                failed.append((p, [{"message": f"request {status.request_status} without a record status"}]))
-            else:
-                waiting.append(p)
-            continue
-        statuses = {i.status for i in reported}
-        if "Error" in statuses:
-            failed.append((p, [e for i in reported for e in (i.errors or [])]))
-        elif statuses <= OK_ITEM_STATUSES:
-            ok.append(p)
-        else:  # InProgress, RecordExpired, Unpublished, unknown
-            waiting.append(p)
-    return ok, failed, waiting
-
-
-@dataclass
-class ImportResult:
-    request_id: str | None
-    status: int = 200
-    errors: list[dict] | None = None  # set when Basware refused the whole request (400/409)
-
-
-def post_batch(basware, path: str, records: list[dict]) -> ImportResult:
-    """POST one batch. A 400/409 refuses the whole request; its ResponseEntityList names the
-    records (reference/basware-api.md section 7), so it is returned rather than raised."""
-    body = dumps(records)
-    if len(body) > MAX_REQUEST_BYTES:
-        raise ValueError(f"batch of {len(records)} records is {len(body)} bytes, over Basware's 6 MB limit")
-    response = basware.request("POST", path, content=body, headers={"Content-Type": "application/json"},
-                               ok=(400, 409))
-    request_id = response.headers.get("x-amzn-requestid")
-    if response.status_code not in (400, 409):
-        return ImportResult(request_id)
-    try:
-        parsed = parse_json(response)
-    except ValueError:
-        parsed = None
-    parsed = parsed if isinstance(parsed, dict) else {}
-    errors = [e for e in parsed.get("errors") or [] if isinstance(e, dict)]
-    return ImportResult(request_id or parsed.get("requestId"), response.status_code,
-                        errors or [{"message": (response.text or response.reason_phrase)[:500]}])
+    """(confirmed, refused with Basware's errors, not known yet) for one request's records."""
+    by_code = {p.external_code: p for p in items}
+    outcome = classify(status, by_code)
+    return ([by_code[c] for c in outcome.confirmed], [(by_code[c], e) for c, e in outcome.refused.items()],
+            [by_code[c] for c in outcome.waiting])
 
 
 # -- reading BC ------------------------------------------------------------------------------------------

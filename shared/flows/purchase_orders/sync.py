@@ -1,6 +1,8 @@
-"""Purchase orders, BC -> Basware matching orders (spec 1.4; reference/basware-api.md 4).
+"""Purchase orders, BC -> Basware matching orders (Basware P2P API: POST /v1/matchingOrders and
+/v1/matchingOrderLines, read back through GET /v1/requestStatus/{requestId}).
 
-BC sends no notifications for purchase orders (reference/bc-api.md 7.6), so the
+BC's webhook subscriptions do not cover purchase orders (Microsoft Learn, "Working with webhooks in
+Dynamics 365 Business Central": the supported entities list has no purchaseOrders), so the
 `PO_SYNC_SCHEDULE` timer reads, per mapped company, the released orders (`status eq 'Open'` in
 API v2.0) changed since the watermark, with their lines, and imports them:
 
@@ -28,10 +30,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
-from shared.core.errors import ConnectorError, PermanentError, TransientError
+from shared.clients.basware_imports import Posted, classify, post_batch, wait_for_status
+from shared.core.errors import ConnectorError, PermanentError
 from shared.store.jobs import job_id, utcnow
 from shared.flows.payments.respond import iso_ms, parse_time
-from shared.store.storage import SYNCSTATE
+from shared.store.syncstate import RecordRows, Watermarks
 
 log = logging.getLogger("ml_connector.purchase_orders")
 
@@ -41,9 +44,7 @@ ORDERS_PATH, ORDER_BATCH = "/v1/matchingOrders", 500
 LINES_PATH, LINE_BATCH = "/v1/matchingOrderLines", 100
 CHUNK = 100  # orders read and imported together
 OVERLAP = timedelta(minutes=5)
-WATERMARK_SCOPE = "watermark"
 ORDER_HASHES = "hash-matchingOrder-{company}"
-OK_ITEM_STATUSES = {"Success", "NotProcessed", "Warning"}
 LINE_HASHES = "hash-matchingOrderLine-{company}"
 
 
@@ -146,24 +147,6 @@ class CompanyResult:
     rejected: list[str] = field(default_factory=list)
 
 
-def _load(rt, partition: str) -> dict[str, dict]:
-    rows = rt.storage.table(SYNCSTATE).query_entities("PartitionKey eq @p", parameters={"p": partition})
-    return {row["RowKey"]: dict(row) for row in rows}
-
-
-def _save(rt, rows: list[dict]) -> None:
-    """Upsert hash rows of one partition, up to 100 per table transaction."""
-    table = rt.storage.table(SYNCSTATE)
-    for chunk in batches(rows, 100):
-        table.submit_transaction([("upsert", row) for row in chunk])
-
-
-def _watermark(rt, key: str) -> datetime | None:
-    rows = list(rt.storage.table(SYNCSTATE).query_entities(
-        "PartitionKey eq @p and RowKey eq @k", parameters={"p": WATERMARK_SCOPE, "k": key}))
-    return parse_time(rows[0].get("value")) if rows else None
-
-
 def import_batch(rt, path: str, records: list[dict], jid: str, *, stamp: str, status_wait: float = 5.0,
                  sleep: Callable[[float], None] = time.sleep) -> set[str]:
     """POST one batch; the externalCodes not confirmed: refused (the whole request, or the record in
@@ -172,51 +155,37 @@ def import_batch(rt, path: str, records: list[dict], jid: str, *, stamp: str, st
     Every record goes out with `lastUpdated` = this run's time: Basware keeps a record it refused and
     skips an identical resend as NotProcessed (reference section 4), so a retry must differ. Only
     changed records are sent at all (our hashes leave `lastUpdated` out), so nothing else is resent."""
-    codes = {r["externalCode"] for r in records}
+    codes = [r["externalCode"] for r in records]
     try:
-        request_id = rt.basware.import_records(path, [{**r, "lastUpdated": stamp} for r in records])
-    except PermanentError as exc:  # e.g. a 400 schema error: one bad batch must not stop the others
+        posted = post_batch(rt.basware, path, [{**r, "lastUpdated": stamp} for r in records])
+    except PermanentError as exc:
+        posted = Posted(exc.correlation_id, exc.status or 400, [{"message": exc.summary()}])
+    if posted.errors is not None:  # one bad batch must not stop the others
         rt.audit.record(jid, "import", "rejected", f"Basware refused {len(records)} record(s) at {path}: "
-                        f"{exc.summary()}", kind=KIND, http_status=exc.status, correlation_id=exc.correlation_id)
-        return codes
-    if not request_id:
+                        + "; ".join(str(e.get("message")) for e in posted.errors[:5])[:1000], kind=KIND,
+                        http_status=posted.status, correlation_id=posted.request_id)
+        return set(codes)
+    if not posted.request_id:
         return set()
-    status, waited, pause = None, 0.0, 0.1
-    while True:
-        try:
-            status = rt.basware.request_status(request_id)
-        except TransientError:
-            status = None
-        done = status is not None and status.request_status not in ("InProgress", None) and \
-            not any(item.status == "InProgress" for item in status.items)
-        if done or waited >= status_wait:
-            break
-        sleep(pause)
-        waited += pause
-        pause = min(pause * 2, 1.0)
+    status = wait_for_status(rt.basware, posted.request_id, wait=status_wait, first_poll=0.1, max_poll=1.0,
+                             sleep=sleep)
     if status is None:
-        rt.audit.record(jid, "import", "unconfirmed", f"requestStatus {request_id} could not be read; the "
+        rt.audit.record(jid, "import", "unconfirmed", f"requestStatus {posted.request_id} could not be read; the "
                         f"{len(records)} record(s) at {path} are sent again next run", kind=KIND,
-                        correlation_id=request_id)
-        return codes
-    by_code = {item.external_code: item for item in status.items}
-    request_ok = status.request_status in ("Success", "AcknowledgedSuccess")
-    refused = {c for c, item in by_code.items() if item.status == "Error"} & codes
-    unknown = set()
-    for code in codes - refused:
-        item = by_code.get(code)
-        if (item is None and not request_ok) or (item is not None and item.status not in OK_ITEM_STATUSES):
-            unknown.add(code)
-    if refused:
-        errors = [f"{c}: " + "; ".join(str(e.get("message")) for e in by_code[c].errors)[:300] for c in sorted(refused)]
-        rt.audit.record(jid, "import", "rejected", f"Basware refused {len(refused)} of {len(records)} record(s) "
-                        f"at {path} (request {request_id}): " + " | ".join(errors[:10]), kind=KIND,
-                        correlation_id=request_id)
-    if unknown:
-        rt.audit.record(jid, "import", "unconfirmed", f"{len(unknown)} record(s) at {path} not confirmed yet "
-                        f"(requestStatus {status.request_status}); they are sent again next run", kind=KIND,
-                        correlation_id=request_id)
-    return refused | unknown
+                        correlation_id=posted.request_id)
+        return set(codes)
+    outcome = classify(status, codes)
+    if outcome.refused:
+        errors = [f"{c}: " + "; ".join(str(e.get("message")) for e in errs)[:300]
+                  for c, errs in sorted(outcome.refused.items())]
+        rt.audit.record(jid, "import", "rejected", f"Basware refused {len(outcome.refused)} of {len(records)} "
+                        f"record(s) at {path} (request {posted.request_id}): " + " | ".join(errors[:10]), kind=KIND,
+                        correlation_id=posted.request_id)
+    if outcome.waiting:
+        rt.audit.record(jid, "import", "unconfirmed", f"{len(outcome.waiting)} record(s) at {path} not confirmed "
+                        f"yet (requestStatus {status.request_status}); they are sent again next run", kind=KIND,
+                        correlation_id=posted.request_id)
+    return set(outcome.refused) | set(outcome.waiting)
 
 
 def sync_purchase_orders(rt, now: datetime | None = None, *, full_scan: bool = False,
@@ -245,10 +214,11 @@ def _sync_company(rt, company_id: str, company_code: str, jid: str, full_scan: b
                   status_wait: float, stamp: str) -> CompanyResult:
     result = CompanyResult()
     key = f"purchaseorders-{company_id}"
-    mark = None if full_scan else _watermark(rt, key)
+    watermarks = Watermarks(rt.storage)
+    mark = None if full_scan else parse_time(watermarks.get(key))
     flt = "status eq 'Open'" + (f" and lastModifiedDateTime gt {iso_ms(mark - OVERLAP)}" if mark else "")
-    order_hashes = _load(rt, ORDER_HASHES.format(company=company_id))
-    line_hashes = _load(rt, LINE_HASHES.format(company=company_id))
+    order_hashes = RecordRows(rt.storage, ORDER_HASHES.format(company=company_id)).load()
+    line_hashes = RecordRows(rt.storage, LINE_HASHES.format(company=company_id)).load()
     lines_by_order: dict[str, dict[str, dict]] = {}
     for row in line_hashes.values():
         lines_by_order.setdefault(row.get("order", ""), {})[row["RowKey"]] = row
@@ -276,8 +246,7 @@ def _sync_company(rt, company_id: str, company_code: str, jid: str, full_scan: b
     if oldest_rejected is not None:
         newest = min(newest, oldest_rejected - timedelta(milliseconds=1)) if newest else None
     if newest and newest != mark:
-        rt.storage.table(SYNCSTATE).upsert_entity({"PartitionKey": WATERMARK_SCOPE, "RowKey": key,
-                                                   "value": iso_ms(newest)})
+        watermarks.set(key, iso_ms(newest))
     if result.orders_sent or result.lines_sent or result.rejected:
         rt.audit.record(jid, "sync", "ok" if not result.rejected else "partial",
                         f"{result.orders_read} order(s) read, {result.orders_sent} header(s) and "
@@ -330,7 +299,7 @@ def _import_chunk(rt, company_id: str, company_code: str, orders: list[dict], or
                 continue
             rows.append({"PartitionKey": ORDER_HASHES.format(company=company_id), "RowKey": record["externalCode"],
                          "hash": digest, "order_number": record["orderNumber"]})
-        _save(rt, rows)
+        RecordRows(rt.storage, ORDER_HASHES.format(company=company_id)).save(rows)
         order_hashes.update((row["RowKey"], row) for row in rows)
         result.orders_sent += len(rows)
     sendable = [entry for entry in lines if entry[0]["orderExternalCode"] not in bad_orders]
@@ -344,7 +313,7 @@ def _import_chunk(rt, company_id: str, company_code: str, orders: list[dict], or
                 continue
             rows.append({"PartitionKey": LINE_HASHES.format(company=company_id), "RowKey": record["externalCode"],
                          "hash": digest, "deleted": bool(fields.get("deleted")), **fields})
-        _save(rt, rows)
+        RecordRows(rt.storage, LINE_HASHES.format(company=company_id)).save(rows)
         for row in rows:
             lines_by_order.setdefault(row["order"], {})[row["RowKey"]] = row
         result.lines_sent += len(rows)

@@ -1,8 +1,9 @@
 """One HTTP base for both API clients.
 
-Retry policy lives in one table (`POLICY`): what to do with each status class. Transient failures
-are retried with jittered exponential backoff that honours `Retry-After`; a 401 refreshes the
-token once; other 4xx are permanent. Concurrency per client is bounded (BC allows 5 concurrent
+Retry policy lives in one table (`POLICY`): what each status (and, for BC, error-code family)
+resolves to, and so which error class a caller sees. Transient failures are retried with jittered
+exponential backoff that honours `Retry-After` (`backoff`, the one formula, which flows that retry
+a step themselves use too); a 401 refreshes the token once; other 4xx are permanent. Concurrency per client is bounded (BC allows 5 concurrent
 requests per principal). Log lines carry method, path, status and timing, never headers, bodies
 or query strings (which may hold tokens).
 """
@@ -20,7 +21,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from shared.core.errors import AuthError, PermanentError, TransientError
+from shared.core.errors import (AuthError, ConfigError, ConflictError, ConnectorError, DocumentError, PermanentError,
+                                TransientError)
 
 log = logging.getLogger("ml_connector.http")
 
@@ -29,24 +31,65 @@ class Action(str, Enum):
     OK = "ok"
     RETRY = "retry"            # transient: back off and try again
     REFRESH_AUTH = "refresh"   # refresh the token once, then try again
+    DOCUMENT = "document"      # permanent: the record's data is refused; its owner must change it
+    CONFLICT = "conflict"      # permanent as sent: the record changed since it was read (stale ETag)
+    CONFIG = "config"          # permanent: our own setup (permissions, company) is refused
     FAIL = "fail"              # permanent: the request itself is wrong
 
 
-def classify(status: int) -> Action:
-    """The retry table. Status classes map to actions; nothing else decides retries."""
-    if status < 400:
-        return Action.OK
-    if status == 401:
-        return Action.REFRESH_AUTH
-    if status in (408, 429) or status >= 500:
-        return Action.RETRY
-    return Action.FAIL
+@dataclass(frozen=True)
+class Rule:
+    action: Action
+    first: int                 # status range, inclusive
+    last: int
+    code: str | None = None    # error-code prefix the body must carry (BC: "Application_...")
+    no_code: bool = False      # only when the body carries no error code
+    system: str | None = None  # "bc" or "basware"; None for both
+    unprocessed: bool = False  # refused before it ran: resending cannot duplicate anything
+    why: str = ""
+
+    def matches(self, status: int, code: str | None, system: str | None) -> bool:
+        return (self.first <= status <= self.last and (self.system is None or self.system == system)
+                and (self.code is None or (code or "").startswith(self.code)) and not (self.no_code and code))
 
 
-POLICY = {  # documentation of `classify`, asserted by tests
-    "2xx/3xx": Action.OK, "401": Action.REFRESH_AUTH, "408": Action.RETRY, "429": Action.RETRY,
-    "5xx": Action.RETRY, "other 4xx": Action.FAIL,
-}
+# The retry policy: the first rule that matches a response decides. Nothing else in the connector
+# looks at raw statuses or error codes to decide a retry; flows catch the error class it yields.
+POLICY: tuple[Rule, ...] = (
+    Rule(Action.OK, 200, 399),
+    Rule(Action.REFRESH_AUTH, 401, 401, why="the token expired or was revoked: fetch a new one, once"),
+    Rule(Action.RETRY, 429, 429, unprocessed=True,
+         why="over the rate or connection limit, refused before it ran (Microsoft Learn: 'Working with API "
+             "limits in Dynamics 365 Business Central'); Basware's gateway throttles the same way"),
+    Rule(Action.RETRY, 408, 408, why="the server gave up waiting for the request; it may have run"),
+    Rule(Action.RETRY, 500, 599, why="server or gateway trouble (BC: 502/503/504 while a tenant is busy)"),
+    Rule(Action.CONFIG, 403, 403, why="the app registration lacks a permission, or the company is not ours"),
+    Rule(Action.DOCUMENT, 400, 499, code="Application_", system="bc",
+         why="BC business-logic errors, most posting and validation refusals (Microsoft Learn: "
+             "'Troubleshooting API errors', error codes Application_*)"),
+    Rule(Action.CONFLICT, 400, 499, code="BadRequest_InvalidToken", system="bc",
+         why="'Could not validate the client concurrency token': the ETag sent is stale"),
+    Rule(Action.CONFLICT, 409, 409, why="BC Request_EntityChanged: another user changed the record"),
+    Rule(Action.CONFLICT, 412, 412, why="If-Match did not match the record's ETag"),
+    Rule(Action.DOCUMENT, 400, 499, code="BadRequest", system="bc",
+         why="the body BC refuses as sent (a value it cannot convert, a field it does not have)"),
+    Rule(Action.DOCUMENT, 400, 400, no_code=True, system="bc"),
+    Rule(Action.DOCUMENT, 422, 422, no_code=True, system="bc"),
+    Rule(Action.FAIL, 400, 499, why="any other client error: the request is wrong and resending cannot help"),
+)
+_FALLBACK = Rule(Action.FAIL, 0, 999)
+ERRORS = {Action.DOCUMENT: DocumentError, Action.CONFLICT: ConflictError, Action.CONFIG: ConfigError,
+          Action.FAIL: PermanentError, Action.REFRESH_AUTH: PermanentError}
+
+
+def resolve(status: int, code: str | None = None, system: str | None = None) -> Rule:
+    return next((rule for rule in POLICY if rule.matches(status, code, system)), _FALLBACK)
+
+
+def classify(status: int, code: str | None = None, system: str | None = None) -> Action:
+    return resolve(status, code, system).action
+
+
 NETWORK_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
@@ -105,6 +148,7 @@ class ApiClient:
                  transport: httpx.BaseTransport | None = None, timeout: float = 30.0,
                  retry: RetryConfig | None = None, max_concurrency: int = 5,
                  sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.time,
                  on_call: Callable[[CallSummary], None] | None = None,
                  default_headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -112,6 +156,7 @@ class ApiClient:
         self.retry = retry or RetryConfig()
         self._sleep = sleep
         self._rng = rng
+        self._clock = clock
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._on_call = on_call
         self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
@@ -160,14 +205,16 @@ class ApiClient:
                                           timeout=timeout)
                 except NETWORK_ERRORS as exc:
                     error = exc
+                rule = None
                 if response is not None:
                     summary.status = response.status_code
                     if response.status_code in ok:
                         return response
-                    action = classify(response.status_code)
-                    if action is Action.OK:
+                    code = self.parse_error(response)[0] if response.status_code >= 400 else None
+                    rule = resolve(response.status_code, code, self.system)
+                    if rule.action is Action.OK:
                         return response
-                    if action is Action.REFRESH_AUTH and self.tokens is not None:
+                    if rule.action is Action.REFRESH_AUTH and self.tokens is not None:
                         if refreshed:
                             code, message, corr = self.parse_error(response)
                             raise AuthError(f"{self.system} refused the credentials after a token refresh: {message}",
@@ -176,17 +223,18 @@ class ApiClient:
                         self._count("token_refreshes")
                         self.tokens.invalidate(used_token)
                         continue  # an auth refresh does not count against the retry budget
-                    if action in (Action.FAIL, Action.REFRESH_AUTH):
+                    if rule.action is not Action.RETRY:
                         code, message, corr = self.parse_error(response)
-                        raise PermanentError(message, status=response.status_code, code=code, correlation_id=corr,
-                                             system=self.system)
+                        raise ERRORS[rule.action](message, status=response.status_code, code=code,
+                                                  correlation_id=corr, system=self.system)
                     if response.status_code == 429:
                         summary.throttled += 1
                         self._count("throttled")
                         log.warning("event=http.throttled system=%s path=%s", self.system, summary.path)
-                wait = self._backoff(attempt, response)
+                retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock) if response is not None else None
+                wait = self.backoff(attempt, retry_after)
                 if attempt >= attempts_allowed or wait is None:
-                    raise self._transient(response, error, wait)
+                    raise self._transient(response, error, bool(rule and rule.unprocessed))
                 summary.retries += 1
                 self._count("retries")
                 log.info("event=http.retry system=%s %s %s status=%s attempt=%d wait=%.2fs", self.system, method,
@@ -225,9 +273,12 @@ class ApiClient:
                 hops += 1
         return response, token
 
-    def _backoff(self, attempt: int, response: httpx.Response | None) -> float | None:
-        """Seconds to wait before the next attempt; None when the wait is too long to sleep inline."""
-        retry_after = parse_retry_after(response.headers.get("retry-after")) if response is not None else None
+    # -- backoff: the one formula -----------------------------------------------------------------
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`: `Retry-After` when the server sent one (plus
+        a little jitter, so waiting workers do not return in step), else full-jitter exponential
+        backoff. None when the server asks for longer than `max_inline_wait`: the caller should give
+        the work back to its queue rather than hold a worker."""
         jitter = self._rng() * min(self.retry.backoff_max, self.retry.backoff_base * (2 ** (attempt - 1)))
         if retry_after is not None:
             if retry_after > self.retry.max_inline_wait:
@@ -235,12 +286,21 @@ class ApiClient:
             return retry_after + jitter * 0.1
         return jitter
 
-    def _transient(self, response: httpx.Response | None, error: Exception | None, wait: float | None):
+    def wait_before_retry(self, attempt: int, exc: ConnectorError) -> bool:
+        """For flows that retry a step themselves: sleep the backoff after failed attempt `attempt`
+        (with the client's own sleep and random source); False when the wait is too long to sleep."""
+        wait = self.backoff(attempt, exc.retry_after)
+        if wait is None:
+            return False
+        self._sleep(wait)
+        return True
+
+    def _transient(self, response: httpx.Response | None, error: Exception | None, unprocessed: bool):
         if response is not None:
             code, message, corr = self.parse_error(response)
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock)
             return TransientError(message, status=response.status_code, code=code, correlation_id=corr,
-                                  retry_after=retry_after, system=self.system)
+                                  retry_after=retry_after, system=self.system, unprocessed=unprocessed)
         return TransientError(f"{self.system} did not answer ({type(error).__name__})", system=self.system)
 
     def _count(self, name: str, n: int = 1) -> None:

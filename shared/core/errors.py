@@ -28,7 +28,15 @@ class ConnectorError(Exception):
 
 
 class TransientError(ConnectorError):
-    """Retry later; the same request may well succeed."""
+    """Retry later; the same request may well succeed.
+
+    `unprocessed` says the server refused the request before doing anything with it (a 429: BC's
+    rate limiter answers before the request runs), so resending cannot make a duplicate; any other
+    transient failure (timeout, 5xx) may hide a request that committed."""
+
+    def __init__(self, message: str, *, unprocessed: bool = False, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.unprocessed = unprocessed
 
 
 class PermanentError(ConnectorError):
@@ -41,6 +49,15 @@ class AuthError(TransientError):
 
 class ConfigError(PermanentError):
     """The connector is configured in a way the remote system refuses."""
+
+
+class DocumentError(PermanentError):
+    """The remote system refused the record's data (a BC posting or validation error): the person
+    who owns the record must change it; the connector tells them and does not retry."""
+
+
+class ConflictError(PermanentError):
+    """The record changed since it was read (a stale ETag): read it again before writing."""
 
 
 class SettingsError(Exception):

@@ -10,8 +10,9 @@ from urllib.parse import parse_qs
 import pytest
 
 from sandbox.common import Response, SandboxApp, SandboxServer
-from shared.core.errors import AuthError, ConfigError, PermanentError, TransientError
-from shared.clients.http import Action, ApiClient, RetryConfig, classify
+from shared.clients.bc import BcClient
+from shared.core.errors import AuthError, ConfigError, ConflictError, DocumentError, PermanentError, TransientError
+from shared.clients.http import POLICY, Action, ApiClient, RetryConfig, classify
 from shared.core.secrets import Secret
 from shared.clients.tokens import BaswareTokenProvider, EntraTokenProvider
 
@@ -74,6 +75,11 @@ class FakeApi(SandboxApp):
                 return Response.text("Only one auth mechanism allowed", 400)
             return Response.json({"page": 1})
 
+        @self.route("GET", "/v2.0/{tenant}/{environment}/api/v2.0/error")
+        def bc_error(req):  # answers with the status and BC error code asked for
+            status, code = int(req.query["status"][0]), req.query["code"][0]
+            return Response.json({"error": {"code": code, "message": f"{code} happened"}}, status)
+
         @self.route("GET", "/bad")
         def bad(req):
             return Response.json({"error": {"code": "BadRequest_NotFound", "message": "nope  CorrelationId:  x."}},
@@ -113,13 +119,56 @@ def make_client(base, clock=None, sleeps=None, **kw):
                      retry=kw.pop("retry", RetryConfig(max_attempts=4, backoff_base=0.01, backoff_max=0.05)), **kw), tokens
 
 
-@pytest.mark.parametrize("status, action", [
-    (200, Action.OK), (204, Action.OK), (302, Action.OK), (400, Action.FAIL), (403, Action.FAIL),
-    (404, Action.FAIL), (409, Action.FAIL), (401, Action.REFRESH_AUTH), (408, Action.RETRY),
-    (429, Action.RETRY), (500, Action.RETRY), (502, Action.RETRY), (503, Action.RETRY), (504, Action.RETRY),
+@pytest.mark.parametrize("status, code, system, action", [
+    (200, None, "bc", Action.OK), (204, None, "bc", Action.OK), (302, None, "basware", Action.OK),
+    (401, None, "bc", Action.REFRESH_AUTH), (408, None, "bc", Action.RETRY), (429, None, "bc", Action.RETRY),
+    (500, None, "bc", Action.RETRY), (503, "Internal_TenantUnavailable", "bc", Action.RETRY),
+    (403, None, "bc", Action.CONFIG), (403, None, "basware", Action.CONFIG),
+    (400, "Application_DialogException", "bc", Action.DOCUMENT),
+    (409, "Application_FieldValidationException", "bc", Action.DOCUMENT),  # the code decides before the status
+    (400, "BadRequest", "bc", Action.DOCUMENT), (400, None, "bc", Action.DOCUMENT), (422, None, "bc", Action.DOCUMENT),
+    (400, "BadRequest_InvalidToken", "bc", Action.CONFLICT), (409, "Request_EntityChanged", "bc", Action.CONFLICT),
+    (412, None, "bc", Action.CONFLICT),
+    (400, "Internal_RecordNotFound", "bc", Action.FAIL), (404, "BadRequest_NotFound", "bc", Action.DOCUMENT),
+    (400, None, "basware", Action.FAIL), (404, None, "basware", Action.FAIL), (405, None, "basware", Action.FAIL),
 ])
-def test_retry_table(status, action):
-    assert classify(status) is action
+def test_retry_table(status, code, system, action):
+    assert classify(status, code, system) is action
+
+
+def test_only_a_429_counts_as_refused_before_it_ran():
+    assert [r.first for r in POLICY if r.unprocessed] == [429]
+
+
+def test_the_error_class_follows_the_table(api):
+    app, base = api
+    _, tokens = make_client(base)
+    client = BcClient(base, "tenant", "production", tokens, sleep=lambda s: None)
+    for status, code, expected in [(400, "Application_DialogException", DocumentError),
+                                   (409, "Request_EntityChanged", ConflictError),
+                                   (403, "Authorization_InsufficientPermissions", ConfigError),
+                                   (404, "Internal_CompanyNotFound", PermanentError)]:
+        with pytest.raises(expected) as caught:
+            client.request("GET", "/error", params={"status": status, "code": code})
+        assert (caught.value.status, caught.value.code, caught.value.message) == (status, code, f"{code} happened")
+    with pytest.raises(TransientError) as throttled:
+        client.request("GET", "/error", params={"status": 429, "code": "TooManyRequests"}, max_attempts=1)
+    assert throttled.value.unprocessed
+    with pytest.raises(TransientError) as unavailable:
+        client.request("GET", "/error", params={"status": 503, "code": "Internal_TenantUnavailable"}, max_attempts=1)
+    assert not unavailable.value.unprocessed
+
+
+def test_one_backoff_formula_with_the_clients_own_random_source_and_sleep(api):
+    app, base = api
+    sleeps = []
+    client, _ = make_client(base, sleeps=sleeps, rng=lambda: 1.0,
+                            retry=RetryConfig(max_attempts=4, backoff_base=0.5, backoff_max=1.5, max_inline_wait=10))
+    assert [client.backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 1.5, 1.5]
+    assert client.backoff(1, retry_after=2) == pytest.approx(2.05)
+    assert client.backoff(1, retry_after=11) is None          # too long to hold a worker
+    assert client.wait_before_retry(2, TransientError("busy")) and sleeps == [1.0]
+    assert not client.wait_before_retry(1, TransientError("busy", retry_after=60)) and sleeps == [1.0]
 
 
 def test_transient_statuses_are_retried_until_success(api):

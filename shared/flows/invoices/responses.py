@@ -9,8 +9,6 @@ if our code is there, or Basware has already finished the document, nothing is s
 from __future__ import annotations
 
 import logging
-import random
-import time
 import uuid
 from datetime import timedelta
 
@@ -114,11 +112,8 @@ class _Sender:
             except TransientError as exc:
                 self.audit("respond", "unclear", f"outcome unknown ({exc.summary()}); re-reading before "
                            "sending again", exc=exc)
-                if attempt >= SEND_ATTEMPTS:
+                if attempt >= SEND_ATTEMPTS or not self.rt.basware.wait_before_retry(attempt, exc):
                     raise
-                retry = self.rt.basware.retry
-                time.sleep(exc.retry_after if exc.retry_after is not None and exc.retry_after <= retry.max_inline_wait
-                           else random.random() * min(retry.backoff_max, retry.backoff_base * 2 ** (attempt - 1)))
                 continue
             except PermanentError as exc:
                 if isinstance(exc, ConfigError):

@@ -18,8 +18,6 @@ Basware; a document re-offered after a failure (the user re-transferred it) star
 from __future__ import annotations
 
 import logging
-import random
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from shared.clients.bc import CREDIT_MEMOS, INVOICES
-from shared.core.errors import ConfigError, ConnectorError, JobBusy, PermanentError, TransientError
+from shared.core.errors import ConflictError, ConnectorError, DocumentError, JobBusy, TransientError
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, job_id
 from shared.flows.invoices.ledger import ledger_cache
 from shared.flows.invoices.mapping import MappedDocument, MappingRules, clerk_message, map_document, totals_problem
@@ -66,15 +64,6 @@ def phase_of(job: Job) -> str:
     if job.state == DEAD_LETTERED:
         return job.get("previous_state") or RECEIVED
     return job.state
-
-
-def is_document_problem(exc: PermanentError) -> bool:
-    """A BC refusal caused by the invoice's data (tell the clerk), not by our setup (retry, dead-letter)."""
-    if isinstance(exc, ConfigError):
-        return False
-    code = exc.code or ""
-    return exc.system == "bc" and (code.startswith("Application_") or code.startswith("BadRequest")
-                                   or (not code and exc.status in (400, 422)))
 
 
 def lease_owner(rt) -> str:
@@ -344,14 +333,12 @@ class _Transfer:
             try:
                 draft = self.rt.bc.create_document(ids.company, ids.entity, mapped.body, max_attempts=1)
                 break
-            except PermanentError as exc:
-                if not is_document_problem(exc):
-                    raise
+            except DocumentError as exc:
                 self.audit("create_draft", "refused", exc.message, exc=exc)
                 return self.reject(clerk_message([f"BC refused the {ENTITY_NOUN[ids.entity]}: {exc.message}"]),
                                    exc.summary(), ids.company, ids.entity, None, exc=exc)
             except TransientError as exc:
-                if exc.status != 429:  # 429 was refused unprocessed; anything else may have landed
+                if not exc.unprocessed:  # e.g. a timeout or 5xx: the deep insert may have committed
                     landed = self.rt.bc.find_documents(ids.company, ids.entity, mapped.vendor_number,
                                                        mapped.vendor_document_number.upper())
                     landed = [d for d in landed if d.is_draft]
@@ -362,10 +349,9 @@ class _Transfer:
                         break
                 if attempt >= retry.max_attempts:
                     raise
-                wait = exc.retry_after if exc.retry_after is not None and exc.retry_after <= retry.max_inline_wait \
-                    else random.random() * min(retry.backoff_max, retry.backoff_base * 2 ** (attempt - 1))
                 self.audit("create_draft", "retry", exc.summary(), exc=exc)
-                time.sleep(wait)
+                if not self.rt.bc.wait_before_retry(attempt, exc):
+                    raise  # BC asks for a longer pause than a worker should hold: the queue retries
                 self.update()  # still ours: renew the lease
         try:
             self.update(state=DRAFT_CREATED, bc_id=draft.id, bc_entity=ids.entity, bc_round=self.round,
@@ -392,9 +378,7 @@ class _Transfer:
     def post(self, ids: _Ids, draft: PurchaseDocument) -> str:
         try:
             self.rt.bc.post_document(ids.company, ids.entity, draft.id)
-        except PermanentError as exc:
-            if not is_document_problem(exc):
-                raise
+        except DocumentError as exc:
             current = self.rt.bc.get_document(ids.company, ids.entity, draft.id)
             if current is None or current.is_draft:  # really refused (duplicate number, dates, dimensions...)
                 self.audit("post", "refused", exc.message, exc=exc)
@@ -451,9 +435,7 @@ class _Transfer:
     def delete_draft(self, company: str, entity: str, draft: PurchaseDocument, *, reason: str) -> None:
         try:
             self.rt.bc.delete_document(company, entity, draft.id, draft.etag)
-        except PermanentError as exc:
-            if exc.status not in (409, 412):
-                raise
+        except ConflictError:
             self.rt.bc.delete_document(company, entity, draft.id, None)  # the ETag moved on: If-Match *
         self.update(draft_deleted=True)
         self.audit("delete_draft", "ok", f"deleted draft {draft.number}: {reason}", bc_number=draft.number)

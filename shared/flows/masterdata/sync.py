@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from shared.clients.basware import LIST_LIMIT, MASTERDATA_ENDPOINTS
 from shared.clients.basware_imports import classify, post_batch, wait_for_status
 from shared.clients.bc import odata_literal
-from shared.core.errors import AuthError, ConnectorError, PermanentError, TransientError
+from shared.core.errors import AuthError, ConfigError, ConnectorError, PermanentError, TransientError
 from shared.store.jobs import DONE, FAILED, job_id, utcnow
 from shared.flows.masterdata.mapping import (MAX_BATCH_BYTES, Batch, Batcher, CompanyContext, EntitySpec, Pending,
                                  RecordTooLarge, entity_specs, inactivate, pending, restamped)
@@ -304,7 +304,7 @@ class _EntityRun:
             run.audit("import", "failed", f"{self.spec.path}: {n} records not imported: {exc.summary()}",
                       http_status=exc.status, correlation_id=exc.correlation_id)
             run.consecutive_failures += 1
-            if isinstance(exc, AuthError) or exc.status == 403 or (
+            if isinstance(exc, (AuthError, ConfigError)) or (
                     isinstance(exc, TransientError) and run.consecutive_failures >= run.options.max_consecutive_failures):
                 run.aborted = exc.summary()
                 run.retryable = isinstance(exc, TransientError)

@@ -13,7 +13,7 @@ credit note), each announced by Basware's signed webhook.
    both tokens), a batch of invoices is transferred with BC unthrottled; every HTTP request the two
    sandboxes saw is counted by endpoint and divided by the batch size. Token requests and
    master-data reads are shown apart (they do not grow with the invoice count).
-2. Throughput against BC's limits (reference/bc-api.md 6.5): the BC sandbox's throttle is set to
+2. Throughput against BC's limits (Microsoft Learn, "Working with API limits in Dynamics 365 Business Central"): the BC sandbox's throttle is set to
    BC's per-principal limits, 5 concurrent requests (extra ones wait in BC's queue of 95) and a
    sliding window of 20 requests per second, and every BC request is given a service time
    (`processing_delay_ms`, default 150 ms, spent inside the concurrency slot). The window is 6,000
@@ -40,7 +40,7 @@ from bench.common import Stack, Timer, api_calls, cpu_line, header, last_seq, mb
 
 from sandbox import seed  # noqa: E402
 
-BC_RATE = 6000 / 300  # requests per second per principal (reference/bc-api.md 6.5)
+BC_RATE = 6000 / 300  # requests per second per principal (Microsoft Learn, "Working with API limits in Dynamics 365 Business Central")
 BC_CONCURRENT = 5
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 

@@ -37,7 +37,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 # Basware's published OpenAPI files, vendored next to the Basware sandbox (copied unchanged from the
-# team handbook's reference/basware-openapi/). BASWARE_OPENAPI_DIR points elsewhere, e.g. at a newer
+# files Basware publishes). BASWARE_OPENAPI_DIR points elsewhere, e.g. at a newer
 # download of https://api.basware.com/p2pOpenApiSwagger/p2popenapi.json.
 BASWARE_OPENAPI_DIR = Path(__file__).resolve().parent / "basware" / "openapi"
 BASWARE_SPECS = {

@@ -1,4 +1,4 @@
-"""Basware P2P API sandbox (reference/basware-api.md, Basware's OpenAPI in sandbox/basware/openapi/),
+"""Basware P2P API sandbox (Basware's OpenAPI in sandbox/basware/openapi/),
 served by sandbox.common.
 
     python -m sandbox.basware [--port N] [--with-broken]      # standalone, prints URLs and credentials

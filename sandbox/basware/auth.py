@@ -1,4 +1,4 @@
-"""`POST /v1/tokens` (OAuth2 client credentials, reference/basware-api.md section 1) and the bearer check.
+"""`POST /v1/tokens` (OAuth2 client credentials, Basware P2P OpenAPI POST /v1/tokens) and the bearer check.
 
 Facts modelled: HTTP Basic client id/secret; form body `grant_type=client_credentials&scope=...`,
 both required (400 `invalid_request`, "grant_type field required"); a missing `authorization`

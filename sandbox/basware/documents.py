@@ -1,5 +1,5 @@
 """Accounting documents: list and single GET through a pre-signed redirect, paging, acknowledge,
-transfer and payment responses (reference/basware-api.md sections 2, 3 and 5).
+transfer and payment responses (Basware P2P OpenAPI: accountingDocuments, transferResponses, paymentResponses, paging).
 
 State machine (Standard mode): WaitingForTransfer --acknowledge--> TransferInProgress
 --transferResponse success--> Transferred --paymentResponse success--> Paid; a failed transfer

@@ -1,4 +1,4 @@
-"""Error bodies in the shape of each Basware surface (reference/basware-api.md section 7).
+"""Error bodies in the shape of each Basware surface (the error schemas of Basware's P2P OpenAPI).
 
 - P2P API (`/v1/...`, `/v2/...`): `ResponseEntityList {requestId, hasErrors, errors:[{externalCode,
   type, code, message, info}]}` with Basware's `type` and `code` enums.

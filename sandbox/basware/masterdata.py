@@ -1,4 +1,4 @@
-"""Master-data imports and requestStatus (reference/basware-api.md section 4).
+"""Master-data imports and requestStatus (Basware P2P OpenAPI: the master-data POSTs and GET /v1/requestStatus).
 
 Two steps, like the real API: the POST validates the body against Basware's OpenAPI schema (a
 synchronous 400 listing the problems) and answers 200 with the array echoed and the request id in

@@ -1,4 +1,4 @@
-"""Business Central API v2.0 sandbox (reference/bc-api.md), served by sandbox.common.
+"""Business Central API v2.0 sandbox (Microsoft Learn, "Business Central API (v2.0)"), served by sandbox.common.
 
     python -m sandbox.bc [--port N]                      # standalone, prints URLs and credentials
     app = BcSandbox(); server = SandboxServer(app).start()  # in-process

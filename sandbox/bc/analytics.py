@@ -1,4 +1,4 @@
-"""The analytics `vendorLedgerEntries` API (reference/bc-api.md 5.4b), which not every tenant offers.
+"""The analytics `vendorLedgerEntries` API (Microsoft Learn, vendorLedgerEntry resource type, analytics APIs), which not every tenant offers.
 
 Off unless `enable_analytics(app)` is called: like a tenant without it, the sandbox then answers
 404. When on, `GET /v2.0/{tenant}/{env}/api/microsoft/analytics/v1.0/companies({id})/vendorLedgerEntries`

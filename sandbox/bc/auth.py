@@ -1,4 +1,4 @@
-"""Entra ID client-credentials token endpoint and bearer checks (reference/bc-api.md 1.4-1.7).
+"""Entra ID client-credentials token endpoint and bearer checks (Microsoft Learn, "OAuth 2.0 client credentials flow").
 
 `POST /{tenant}/oauth2/v2.0/token` with grant_type=client_credentials, client_id, client_secret
 (or HTTP Basic) and scope=https://api.businesscentral.dynamics.com/.default. Errors use Entra's

@@ -1,4 +1,4 @@
-"""Business Central error shapes (reference/bc-api.md 6.2, 6.3).
+"""Business Central error shapes (Microsoft Learn, "Troubleshooting API errors" and the API error codes).
 
 Every API error is `{"error": {"code", "message"}}` with the message ending in
 `  CorrelationId:  <guid>.`. Handlers raise `BcError`; the app turns it into a response.

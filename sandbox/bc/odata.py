@@ -1,4 +1,4 @@
-"""The OData query subset BC's API v2.0 answers (reference/bc-api.md 4.7, 4.8).
+"""The OData query subset BC's API v2.0 answers (Microsoft Learn, "Using filtering in API calls" and "Server-Driven Paging in OData Web Services").
 
 - `$filter`: eq ne gt ge lt le, and, not, parentheses, startswith/endswith/contains; literals:
   'strings' ('' escapes a quote), numbers, true/false, null, bare GUIDs, bare dates and datetimes

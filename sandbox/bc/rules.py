@@ -1,6 +1,6 @@
 """BC's rules for purchase documents: validation on create and change, totals, posting.
 
-What BC does and this module copies (reference/bc-api.md):
+What BC does and this module copies (Microsoft Learn resource types and BaseApp posting codeunits):
 - a deep insert (header + lines + dimensionSetLines on both) is atomic: it is validated in full
   before anything is stored (3.3, 3.4); lines inherit the header's dimensions (3.4);
 - vendor must exist and not be blocked `All` (8.8); each Account line's G/L account must exist,

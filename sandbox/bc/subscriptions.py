@@ -1,4 +1,4 @@
-"""Webhook subscriptions and notification delivery (reference/bc-api.md section 7).
+"""Webhook subscriptions and notification delivery (Microsoft Learn, "Working with webhooks in Dynamics 365 Business Central").
 
 - `POST api/v2.0/subscriptions` {notificationUrl, resource, clientState}: BC first POSTs to
   `notificationUrl?validationToken=<token>` and needs 200 with exactly the token as body within

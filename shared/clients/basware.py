@@ -1,4 +1,4 @@
-"""Basware P2P API client (reference/basware-api.md; Basware's OpenAPI in reference/basware-openapi/).
+"""Basware P2P API client (Basware's P2P OpenAPI, api.basware.com/swagger; copies in sandbox/basware/openapi/).
 
 Facts this code relies on:
 - list and single GETs of accountingDocuments may answer 302 to a pre-signed URL that must be
@@ -24,7 +24,7 @@ from shared.models.basware import AccountingDocument, PaymentResponse, RequestSt
 CONTINUATION_REQUEST_HEADER = "x-amz-meta-continuationtoken"
 CONTINUATION_RESPONSE_HEADER = "x-amz-meta-continuationtoken"  # httpx headers are case-insensitive
 
-# endpoint -> (path, max records per request) from reference/basware-api.md section 4
+# endpoint -> (path, max records per request) from the operations' notes in Basware's P2P OpenAPI
 MASTERDATA_ENDPOINTS = {
     "vendors": ("/v1/vendors", 200),
     "accounts": ("/v1/accounts", 500),

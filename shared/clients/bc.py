@@ -1,4 +1,4 @@
-"""Business Central API v2.0 client (reference/bc-api.md).
+"""Business Central API v2.0 client (Microsoft Learn, "Business Central API (v2.0)").
 
 Facts this code relies on:
 - URL: {BC_API_URL}/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/... (1.1, 1.2);
@@ -174,7 +174,7 @@ class BcClient(ApiClient):
 
     # -- analytics API (optional in a tenant) --------------------------------------------------------
     def vendor_ledger_entries(self, company_id: str, filter: str) -> list[dict] | None:
-        """Analytics `vendorLedgerEntries` (reference/bc-api.md 5.4b); None where the tenant lacks it."""
+        """Analytics `vendorLedgerEntries` (Microsoft Learn, vendorLedgerEntry resource type, analytics APIs); None where the tenant lacks it."""
         url = f"{self.api_root}/microsoft/analytics/v1.0/companies({company_id})/vendorLedgerEntries"
         response = self.request("GET", url, params={"$filter": filter}, ok=(404, 400))
         if response.status_code in (404, 400):

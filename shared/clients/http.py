@@ -263,7 +263,7 @@ class ApiClient:
             first = response
             while redirect_without_auth and response.status_code in (301, 302, 303, 307, 308) and hops < 5:
                 # Basware's pre-signed redirect target refuses an Authorization header
-                # (reference/basware-api.md section 2): follow it bare; httpx sets Host.
+                # (Amazon S3 pre-signed URLs allow one auth mechanism only): follow it bare; httpx sets Host.
                 location = urljoin(str(response.url), response.headers["location"])
                 response.close()
                 bare = {k: v for k, v in hdrs.items() if k.lower() not in ("authorization", "content-type")}

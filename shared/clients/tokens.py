@@ -2,7 +2,7 @@
 
 Both cache one token and fetch a new one `refresh_margin` seconds before it expires, one refresh at
 a time (single flight under a lock), and never one token per call. Neither system issues refresh
-tokens (Basware: reference/basware-api.md section 1; Entra: reference/bc-api.md 1.4/1.6).
+tokens (Basware: POST /v1/tokens in its P2P OpenAPI; Entra: Microsoft Learn, "OAuth 2.0 client credentials flow").
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class BaswareTokenProvider(CachedTokenProvider):
     """POST {BASWARE_TOKEN_URL}: HTTP Basic client id/secret, form grant_type + scope.
 
     `expires_in` is in seconds (the spec says minutes, its example and JWT say seconds:
-    reference/basware-api.md section 1), so a token lives about an hour; refresh 5 minutes early.
+    Basware P2P OpenAPI, POST /v1/tokens), so a token lives about an hour; refresh 5 minutes early.
     """
 
     system = "basware"
@@ -125,7 +125,7 @@ class BaswareTokenProvider(CachedTokenProvider):
 class EntraTokenProvider(CachedTokenProvider):
     """Entra ID client credentials for BC: {authority}/{tenant}/oauth2/v2.0/token.
 
-    Entra tokens live 60-90 minutes (reference/bc-api.md 1.6); refresh 5 minutes before expiry.
+    Entra tokens live 60-90 minutes (Microsoft Learn, "Access tokens in the Microsoft identity platform"); refresh 5 minutes before expiry.
     """
 
     system = "bc"

@@ -51,7 +51,7 @@ def build_runtime(settings: Settings, *, storage: Storage | None = None, transpo
                                    settings.bc_client_secret, transport=transport)
     basware = BaswareClient(settings.basware_api_url, basware_tokens, transport=transport,
                             **{"on_call": counters.call_observer("basware"), **client_kwargs})
-    # BC allows 5 concurrent requests per principal (reference/bc-api.md 6.5).
+    # BC allows 5 concurrent requests per principal (Microsoft Learn, "Working with API limits in Dynamics 365 Business Central").
     bc = BcClient(settings.bc_api_url, settings.bc_tenant_id, settings.bc_environment, bc_tokens,
                   transport=transport, max_concurrency=bc_max_concurrency,
                   **{"on_call": counters.call_observer("bc"), **client_kwargs})

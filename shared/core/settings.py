@@ -1,4 +1,4 @@
-"""Settings: every app setting of spec.md section 2, read and validated once.
+"""Settings: every app setting the connector reads, read and validated once.
 
 `load_settings(environ)` returns a frozen `Settings` or raises `SettingsError` with one message
 that names the offending setting. Secrets are `Secret` values: read from Key Vault when
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared.core.errors import SettingsError
 from shared.core.secrets import Secret, kebab, key_vault_source
 
-# Basware documents only the EU production host (reference/basware-api.md section 1: US/AU/CA
+# Basware documents only the EU production host (api.basware.com in its OpenAPI servers list; US/AU/CA
 # hosts are UNKNOWN), so other regions must name BASWARE_API_URL explicitly.
 BASWARE_REGION_HOSTS: dict[str, str | None] = {
     "EU": "https://api.basware.com",

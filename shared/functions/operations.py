@@ -7,7 +7,7 @@
 - `POST /api/manage/records/{kind}/{id}/replay` (function key): re-enqueue a failed or
   dead-lettered job; 202 enqueued, 200 a replay is already pending, 409 done/busy/in progress,
   404 unknown, 422 nothing readable to replay.
-- The same three under `/api/admin/records...`, the paths spec.md section 3 names. The Azure
+- The same three under `/api/admin/records...`, the paths the product contract names. The Azure
   Functions host refuses HTTP routes and function names that start with `admin`, even under the
   `/api` prefix (azure-functions-host issues #1781 and #7634), so in Azure only the `manage/` routes
   come up (the host lists the `admin/` ones as "functions in error"); the local host serves both.

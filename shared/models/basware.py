@@ -1,4 +1,4 @@
-"""Basware P2P API payloads (reference/basware-api.md, Basware's OpenAPI).
+"""Basware P2P API payloads (Basware's P2P OpenAPI, api.basware.com/swagger).
 
 Tolerant by design: Basware adds fields and status values over time and says clients must accept
 them, so unknown fields are kept, `processingStatus` is an open string, and money is Decimal
@@ -86,7 +86,7 @@ class TransferResponse(BaseModel):
 
 class PaymentResponse(BaseModel):
     """POST .../paymentResponses body (PaymentResponseEntity). Always the full field set:
-    fields left out are cleared on the invoice (reference/basware-api.md section 3)."""
+    fields left out are cleared on the invoice (PaymentResponseEntity in Basware's P2P OpenAPI)."""
 
     externalCode: str = Field(max_length=36)
     success: bool = True

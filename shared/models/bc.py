@@ -1,4 +1,4 @@
-"""Business Central API v2.0 payloads (reference/bc-api.md). Unknown fields are kept."""
+"""Business Central API v2.0 payloads (Microsoft Learn resource types). Unknown fields are kept."""
 from __future__ import annotations
 
 from decimal import Decimal

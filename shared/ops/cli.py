@@ -9,7 +9,7 @@
 
 Two ways to reach the connector, the same plain functions underneath:
 - against a running app: `--url http://127.0.0.1:7071 --key <function key>` (or the environment
-  variable ML_CONNECTOR_FUNCTION_KEY) calls the HTTP routes of spec.md section 3;
+  variable ML_CONNECTOR_FUNCTION_KEY) calls the records routes of shared/functions/operations.py;
 - directly against storage and the APIs (no `--url`): settings come from the environment, with
   `local.settings.json` (`--settings PATH`, else ./local.settings.json) filling in what is unset.
 

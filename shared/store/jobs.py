@@ -131,9 +131,14 @@ class JobStore:
         job = _to_job(_Entity(entity, meta))
         return job
 
-    def claim(self, kind: str, id: str, owner: str, lease_seconds: float = 120.0, *,
+    def claim(self, kind: str, id: str, worker: str, lease_seconds: float = 120.0, *,
               initial_state: str = "received", allow_finished: bool = False, **data: Any) -> Claim:
-        """Take the job's lease. Exactly one of several concurrent claimers wins."""
+        """Take the job's lease. Exactly one of several concurrent claimers wins.
+
+        The lease owner is `worker` (the process) plus a fresh suffix per claim: one owner per
+        invocation. A host runs several messages at once (host.json `batchSize`), and two of them for
+        the same job must exclude each other exactly as two processes do."""
+        owner = f"{worker}/{uuid.uuid4().hex[:8]}"
         for _ in range(8):
             now = self._clock()
             until = now + timedelta(seconds=lease_seconds)

@@ -7,7 +7,7 @@ arrives:
   whose signature is valid (checked by an oracle written from the reference, not by the product's
   code), exactly one per 202, none for any other answer;
 - `GET|POST /api/bc/notifications`: never a 5xx and never a 4xx (BC deletes a subscription on any
-  4xx other than 408/429; reference/bc-api.md 7.5); the handshake echoes `validationToken`; a
+  4xx other than 408/429; Microsoft Learn, "Working with webhooks in Dynamics 365 Business Central"); the handshake echoes `validationToken`; a
   message lands on `payment-checks` only for items carrying the right clientState.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ HEADER = "X-BWAPI-Signature-256"
 MB = 1024 * 1024
 
 
-# -- the signature oracle: reference/basware-api.md section 6 (encoding UNKNOWN: hex or base64,
+# -- the signature oracle: Basware's push notifications (encoding not documented publicly: hex or base64,
 # optional sha256= prefix); independent of shared/flows/invoices/intake.py on purpose -------------------------------
 def signature_is_valid(body: bytes, value: str | None) -> bool:
     if value is None:

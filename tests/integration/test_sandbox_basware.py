@@ -1,4 +1,4 @@
-"""The Basware sandbox behaves like the Basware P2P API (reference/basware-api.md), over real HTTP."""
+"""The Basware sandbox behaves like the Basware P2P API (its OpenAPI in sandbox/basware/openapi/), over real HTTP."""
 from __future__ import annotations
 
 import base64

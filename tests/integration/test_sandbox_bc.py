@@ -1,4 +1,4 @@
-"""The BC sandbox behaves like Business Central API v2.0 (reference/bc-api.md), over real HTTP."""
+"""The BC sandbox behaves like Business Central API v2.0 (Microsoft Learn's API v2.0 reference), over real HTTP."""
 from __future__ import annotations
 
 import json

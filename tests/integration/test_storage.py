@@ -35,7 +35,7 @@ def test_exactly_one_of_many_concurrent_claimers_wins(storage):
 
     def claimer(n):
         barrier.wait()
-        results.append(jobs.claim("invoice", jid, owner=f"worker-{n}", lease_seconds=60))
+        results.append(jobs.claim("invoice", jid, worker=f"worker-{n}", lease_seconds=60))
 
     threads = [threading.Thread(target=claimer, args=(n,)) for n in range(12)]
     for t in threads:
@@ -48,25 +48,34 @@ def test_exactly_one_of_many_concurrent_claimers_wins(storage):
     assert jobs.get("invoice", jid).lease_owner == winners[0].job.lease_owner
 
 
+def test_two_messages_in_one_host_exclude_each_other_like_two_hosts(storage):
+    jobs = JobStore(storage)
+    jid = job_id("payment", uuid.uuid4().hex)
+    first = jobs.claim("payment", jid, worker="host-1", lease_seconds=60)
+    second = jobs.claim("payment", jid, worker="host-1", lease_seconds=60)  # same process, another invocation
+    assert first.won and (second.won, second.reason) == (False, "busy")
+    assert first.job.lease_owner.startswith("host-1/")
+
+
 def test_an_expired_lease_can_be_taken_over_and_a_finished_job_is_not_claimed(storage):
     now = [datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)]
     jobs = JobStore(storage, clock=lambda: now[0])
     jid = job_id("invoice", uuid.uuid4().hex)
-    first = jobs.claim("invoice", jid, owner="a", lease_seconds=30)
+    first = jobs.claim("invoice", jid, worker="a", lease_seconds=30)
     assert first.won and first.reason == "new"
-    assert jobs.claim("invoice", jid, owner="b", lease_seconds=30).reason == "busy"
+    assert jobs.claim("invoice", jid, worker="b", lease_seconds=30).reason == "busy"
     now[0] += timedelta(seconds=31)  # worker "a" crashed and its lease ran out
-    second = jobs.claim("invoice", jid, owner="b", lease_seconds=30)
+    second = jobs.claim("invoice", jid, worker="b", lease_seconds=30)
     assert second.won and second.reason == "resumed" and second.job.attempts == 2
     jobs.release(second.job, state=DONE)
-    again = jobs.claim("invoice", jid, owner="c")
+    again = jobs.claim("invoice", jid, worker="c")
     assert not again.won and again.reason == "finished"
 
 
 def test_updates_are_etag_conditional(storage):
     jobs = JobStore(storage)
     jid = job_id("invoice", uuid.uuid4().hex)
-    job = jobs.claim("invoice", jid, owner="a").job
+    job = jobs.claim("invoice", jid, worker="a").job
     fresh = jobs.update(job, state="draft_created", bc_id="123")
     with pytest.raises(JobConflict):
         jobs.update(job, state="posted")  # stale copy: someone else wrote meanwhile

@@ -523,7 +523,7 @@ def test_no_secret_values_or_shared_keys_in_infra():
 
 # ----------------------------------------------------------------------------- RBAC -------------
 
-ROLES = {  # reference/peers-and-conventions.md C.4
+ROLES = {  # the built-in role names of Microsoft Learn, "Azure built-in roles"
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",

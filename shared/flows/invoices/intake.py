@@ -2,11 +2,11 @@
 
 Order matters: the size and the signature are checked on the raw bytes before anything is parsed,
 so a wrongly signed or oversized body never reaches the JSON parser, and nothing is enqueued without
-a valid signature. One exception, from reference/basware-api.md section 6 ("answer ConnectionTest
+a valid signature. One exception, from the Basware API manual's push notifications ("answer ConnectionTest
 with 200, and with a valid signature check if one is present"): a body with *no* signature header is
 parsed only to see whether it is Basware's ConnectionTest, which gets 200 and causes no work.
 The only I/O is the single enqueue; no storage reads, so answers stay fast.
-Notifications are hints (reference/basware-api.md section 6): the worker re-reads the invoice.
+Notifications are hints (they carry only the document id, Basware's callback schema of POST /v1/subscriptions): the worker re-reads the invoice.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ MAX_BODY_BYTES = 1024 * 1024
 # Basware's invoiceId is at most 36 characters (AccountingDocumentEntity in Basware's P2P OpenAPI);
 # anything far longer cannot be one, and would not fit a queue message (64 KB) either.
 MAX_DOCUMENT_ID = 256
-# The spec's own example misspells the task type (reference/basware-api.md section 6).
+# Basware's subscription OpenAPI example misspells the task type (POST /v1/subscriptions, taskType).
 ACCOUNTING_DOCUMENT_TASKS = frozenset({"accountingdocuments", "accoutingdocuments"})
 TRANSFER_SUBTYPES = frozenset({"waitingfortransfer", "all", ""})
 CONNECTION_TEST = "connectiontest"  # Basware's endpoint check when a subscription is created
@@ -50,7 +50,7 @@ def verify_signature(body: bytes, signature: str | None, secret: str) -> str | N
 
     HMAC-SHA256 over the raw body, keyed with the UTF-8 bytes of the webhook secret. How Basware
     encodes the digest (hex or base64, with or without a `sha256=` prefix, key encoding) is UNKNOWN
-    in the reference (reference/basware-api.md section 6, "Signature header"), so every plausible
+    in Basware's public documentation (the push-notification manual names the header only), so every plausible
     form is accepted and the match is logged; drop the fallbacks once a real request settles it.
     Comparison is on the decoded digest bytes with `hmac.compare_digest` (constant time).
     """

@@ -5,7 +5,7 @@ company and kept for `ttl` seconds. When an invoice names a code the cache does 
 as blocked), the flow asks for one refresh before failing the invoice, so a vendor created in BC a
 minute ago is found; refreshes are at most one per `min_refresh_interval` per company, so a burst of
 broken invoices does not reload the ledger once each. BC enforces the same rules at insert and
-posting time (reference/bc-api.md 8.8), so a stale cache can cost a failed attempt, never a wrong
+posting time (Microsoft Learn, purchaseInvoiceLine and purchaseInvoice resource types), so a stale cache can cost a failed attempt, never a wrong
 posting.
 """
 from __future__ import annotations

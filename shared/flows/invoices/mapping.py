@@ -3,7 +3,7 @@
 No I/O here. The caller hands in a `Ledger` (what BC holds for the company: vendors, G/L accounts,
 dimension values, the local currency) and the mapping rules (`MappingRules`, from settings); the
 result is either one deep-insert body or the complete list of problems, phrased for the AP clerk
-who has to fix them (spec.md 1.1 step 4; reference/bc-api.md 3.3-3.5, 8.1, 8.6-8.9, 8.12).
+who has to fix them (Microsoft Learn: purchaseInvoice, purchaseInvoiceLine and dimensionSetLine resource types).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from shared.models.bc import Account, Vendor
 from shared.core.settings import DimensionMapping, Settings
 
 VENDOR_DOC_NUMBER_MAX = 35   # Purchase Header "Vendor Invoice No." / "Vendor Cr. Memo No.": Code[35]
-DESCRIPTION_MAX = 100        # Purchase Line Description: Text[100] (bc-api.md 8.12)
+DESCRIPTION_MAX = 100        # Purchase Line Description: Text[100] (BaseApp table 39 "Purchase Line"; Microsoft Learn: Application_StringExceededLength)
 CLERK_MESSAGE_MAX = 250      # TransferResponseEntity.responseMessage
 LINE_SEQUENCE_STEP = 10000   # BC's own line numbering
 DOCUMENT_DATE_FIELD = {INVOICES: "invoiceDate", CREDIT_MEMOS: "creditMemoDate"}
@@ -177,7 +177,7 @@ def _line(row: CodingRow, position: int, sign: int, description: str, rules: Map
         "lineType": "Account",
         "lineObjectNumber": account,
         "description": description,
-        # quantity 1 x net amount: zero-quantity G/L lines fail posting on older builds (bc-api.md 8.9).
+        # quantity 1 x net amount: zero-quantity G/L lines fail posting on older builds (BaseApp codeunit 90 "Purch.-Post" skips them).
         # Credit memos carry positive amounts in BC, so a credit note's (negative) rows flip sign.
         "quantity": Decimal(1),
         "unitCost": (row.net_total or Decimal(0)) * sign,

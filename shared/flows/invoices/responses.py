@@ -1,7 +1,7 @@
 """Transfer responses to Basware: exactly one successful answer per invoice.
 
 Basware has no idempotency key; each response needs a new `externalCode` and a second success
-would show twice on the invoice (reference/basware-api.md sections 3 and 7). So the code is
+would show twice on the invoice (Basware P2P API, POST /v1/accountingDocuments/{invoiceId}/transferResponses). So the code is
 persisted on the job BEFORE the POST, the POST is never retried blindly, and after an unclear
 outcome (timeout, 5xx, a redelivered message) the document's `transferResponses[]` is re-read:
 if our code is there, or Basware has already finished the document, nothing is sent again.
@@ -13,7 +13,7 @@ import uuid
 from datetime import timedelta
 
 from shared.core.errors import ConfigError, PermanentError, TransientError
-from shared.flows.invoices.transfer import ANSWERING, KIND, LEASE_SECONDS, PAID, Audit, defer, lease_owner, phase_of, utcnow
+from shared.flows.invoices.transfer import ANSWERING, KIND, LEASE_SECONDS, PAID, Audit, defer, phase_of, utcnow
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job
 from shared.flows.invoices.mapping import CLERK_MESSAGE_MAX
 from shared.models.basware import TRANSFER_FAILED, TRANSFERRED, WAITING_FOR_TRANSFER, TransferResponse
@@ -37,7 +37,7 @@ def send_transfer_response(rt, message: CallbackMessage, dequeue_count: int = 1,
     if job.state in (DONE, FAILED):
         Audit(rt, job)("respond", "skipped", "already answered")
         return "already_answered"
-    claim = rt.jobs.claim(KIND, job.id, lease_owner(rt), lease_seconds, allow_finished=True)
+    claim = rt.jobs.claim(KIND, job.id, rt.worker_id, lease_seconds, allow_finished=True)
     if not claim.won:
         if claim.reason == "finished":
             return "already_answered"

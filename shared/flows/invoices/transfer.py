@@ -1,4 +1,4 @@
-"""The invoice flow, Basware -> BC (spec.md 1.1): the poll and the transfer job.
+"""The invoice flow, Basware -> BC: the poll and the transfer job.
 
     webhook / poll / replay -> invoice-transfers -> transfer_invoice():
         claim job -> GET document -> acknowledge -> map + validate -> find or create the draft
@@ -18,7 +18,6 @@ Basware; a document re-offered after a failure (the user re-transferred it) star
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -66,12 +65,6 @@ def phase_of(job: Job) -> str:
     return job.state
 
 
-def lease_owner(rt) -> str:
-    """One owner per invocation: the host runs several messages of a process at once (batchSize),
-    and two of them for the same job must exclude each other like two processes do."""
-    return f"{rt.worker_id}/{uuid.uuid4().hex[:8]}"
-
-
 def defer(rt, queue: str, message: Any, job: Job) -> int:
     """Another worker holds the lease: try again once it has expired (the holder's own message
     is redelivered if it crashed; this copy only makes sure nothing waits for the dequeue limit)."""
@@ -112,7 +105,7 @@ def transfer_invoice(rt, message: InvoiceTransferMessage, dequeue_count: int = 1
     if existing is not None and existing.state == DONE:
         Audit(rt, existing)("receive", "skipped", f"already transferred ({message.source} message)")
         return "already_done"
-    claim = rt.jobs.claim(KIND, jid, lease_owner(rt), lease_seconds, allow_finished=True,
+    claim = rt.jobs.claim(KIND, jid, rt.worker_id, lease_seconds, allow_finished=True,
                           queue=INVOICE_TRANSFERS, message=message.model_dump_json(), invoice_id=message.invoice_id)
     if not claim.won:
         delay = defer(rt, INVOICE_TRANSFERS, message, claim.job)

@@ -2,7 +2,7 @@
 
 Nothing here does I/O. `shared/flows/masterdata/sync.py` streams BC pages through these functions.
 
-Facts this relies on (reference/basware-api.md section 4, Basware's OpenAPI schemas):
+Facts this relies on (Basware's P2P OpenAPI: the vendors, accounts, costCenters, projects and lists schemas):
 - POST fully overwrites the record with the same `externalCode`, which must stay stable (<= 36
   chars); codes (vendorCode, accountCode, ...) are <= 25 chars;
 - name arrays always carry an `en-US` entry (translation 2..2000 chars);

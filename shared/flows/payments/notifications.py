@@ -1,4 +1,4 @@
-"""The BC change-notification endpoint (`GET|POST /api/bc/notifications`, reference/bc-api.md 7).
+"""The BC change-notification endpoint (`GET|POST /api/bc/notifications`, Microsoft Learn: "Working with webhooks in Dynamics 365 Business Central").
 
 BC deletes a subscription when its notification URL answers any 4xx other than 408/429 (7.5),
 so this endpoint answers only 200 (handshake), 202 (accepted, or ignored with an audit row) and

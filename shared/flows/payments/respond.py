@@ -1,4 +1,4 @@
-"""Payments, BC -> Basware (spec 1.3): one payment response when a document this connector posted is Paid.
+"""Payments, BC -> Basware: one payment response when a document this connector posted is Paid.
 
 Path: detection (BC notification or the `PAYMENT_SCHEDULE` poll) -> `payment-checks` ->
 `check_payment` (is it ours? re-read it in BC: Paid? -> payment job with its response body and a
@@ -10,8 +10,8 @@ poll and queue redeliveries for the same invoice end in one response. The extern
 before anything is sent; after an unclear outcome (timeout, crash) the sender re-reads the
 invoice's `paymentResponses[]` in Basware before it sends again.
 
-Facts (reference/bc-api.md 5): BC's `purchaseInvoices` says only `status = Paid`; the payment date,
-amount and reference exist only in the analytics `vendorLedgerEntries` API (5.4b), which not every
+Facts (Microsoft Learn, purchaseInvoice resource type): BC's `purchaseInvoices` says only `status = Paid`; the payment date,
+amount and reference exist only in the analytics `vendorLedgerEntries` API (Microsoft Learn, vendorLedgerEntry resource type, analytics APIs), which not every
 tenant offers. Without it the payment date is the time the connector saw the invoice Paid and
 `paidTotal` is the document's total, and the audit row says so.
 """

@@ -1,4 +1,4 @@
-"""BC webhook subscriptions on `purchaseInvoices`, one per mapped company (reference/bc-api.md 7).
+"""BC webhook subscriptions on `purchaseInvoices`, one per mapped company (Microsoft Learn: "Working with webhooks in Dynamics 365 Business Central").
 
 Run by the `SUBSCRIPTION_SCHEDULE` timer. Subscriptions expire after 3 days and BC deletes one
 whenever the endpoint answered a 4xx, so each run, per company: create it when missing, re-create

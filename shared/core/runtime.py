@@ -14,7 +14,8 @@ from typing import Any
 from shared.core import metrics
 
 from shared.core import telemetry
-from shared.store.audit import AuditLog, Scrubber
+from shared.core.secrets import Scrubber
+from shared.store.audit import AuditLog
 from shared.clients.basware import BaswareClient
 from shared.clients.bc import BcClient
 from shared.store.jobs import JobStore

@@ -5,7 +5,8 @@ needs the value calls `.reveal()` at the point of use (an HTTP auth header, an H
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import re
+from typing import Any, Callable, Iterable, Protocol
 
 from pydantic_core import core_schema
 
@@ -81,3 +82,42 @@ def key_vault_source(vault_url: str, credential: Any = None, client: Any = None)
 def kebab(setting_name: str) -> str:
     """BASWARE_CLIENT_SECRET -> basware-client-secret (Key Vault names allow letters, digits, dashes)."""
     return setting_name.lower().replace("_", "-")
+
+
+# -- masking credentials in free text -------------------------------------------------------------
+def credential_patterns(*query_keys: str) -> list[re.Pattern]:
+    """Credentials that may show up in free text whatever their value (a header echoed in an error,
+    a token response, a SAS or connection string); `query_keys` adds `key=value` names to mask."""
+    keys = "|".join(("client_secret", "access_token", "refresh_token", "password", "accountkey", *query_keys))
+    return [
+        re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+        re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{8,}"),
+        re.compile(rf"(?i)((?:{keys})=)[^&;\s\"']+"),
+        re.compile(r"(?i)(\"(?:client_secret|access_token|password|webhookAuthenticationToken|clientState)\"\s*:\s*\")"
+                   r"[^\"]+"),
+    ]
+
+
+def mask(text: str, secrets: Iterable[str], patterns: Iterable[re.Pattern]) -> str:
+    """`text` with each secret value (longest first) and each credential-shaped run masked as ***."""
+    if not text:
+        return text
+    for value in secrets:
+        if value in text:
+            text = text.replace(value, "***")
+    for pattern in patterns:
+        text = pattern.sub(lambda m: m.group(1) + "***", text)
+    return text
+
+
+class Scrubber:
+    """Masks secret values and credential-shaped substrings in free text (audit rows, API answers).
+    Wider than the log filter: `sig=` (SAS signatures) and `code=` (function keys in URLs) too."""
+
+    _PATTERNS = credential_patterns("sig", "code")
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        return mask(text, self._secrets, self._PATTERNS)

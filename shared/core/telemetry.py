@@ -24,21 +24,17 @@ import traceback
 import uuid
 from typing import Any, Iterable, Iterator
 
+from shared.core.secrets import credential_patterns, mask
+
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ml_connector_log_context", default={})
 _configured = False
 _lock = threading.Lock()
 _secrets: tuple[str, ...] = ()  # longest first, so a secret containing another is masked whole
 _installed = False
 
-# Credentials that may show up in free text whatever their value (a header echoed in an error, a
-# token response). Narrower than audit.Scrubber on purpose: log lines use `code=...` for error codes.
-_CREDENTIALS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{8,}"),
-    re.compile(r"(?i)((?:client_secret|access_token|refresh_token|password|accountkey)=)[^&;\s\"']+"),
-    re.compile(r"(?i)(\"(?:client_secret|access_token|password|webhookAuthenticationToken|clientState)\"\s*:\s*\")"
-               r"[^\"]+"),
-]
+# Log lines use `code=...` for error codes, so the log filter masks fewer `key=` names than the
+# audit's Scrubber does.
+_CREDENTIALS = credential_patterns()
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _BARE = re.compile(r"^[^\s=\"]+$")
 
@@ -97,14 +93,7 @@ def protect(values: Iterable[str | None]) -> None:
 
 
 def scrub(text: str) -> str:
-    if not text:
-        return text
-    for value in _secrets:
-        if value in text:
-            text = text.replace(value, "***")
-    for pattern in _CREDENTIALS:
-        text = pattern.sub(lambda m: m.group(1) + "***", text)
-    return text
+    return mask(text, _secrets, _CREDENTIALS)
 
 
 class ScrubFilter(logging.Filter):

@@ -97,5 +97,5 @@ def retention(timer: func.TimerRequest) -> None:
 
 
 def _scrubber(rt):
-    from shared.store.audit import Scrubber
+    from shared.core.secrets import Scrubber
     return Scrubber(rt.settings.secret_values())

@@ -108,7 +108,7 @@ class Local:
 
     def show_record(self, kind, id) -> dict | None:
         from shared.ops.admin import show_record
-        from shared.store.audit import Scrubber
+        from shared.core.secrets import Scrubber
         return show_record(self.rt.jobs, self.rt.audit, kind, id, scrub=Scrubber(self.settings.secret_values()))
 
     def replay_record(self, kind, id) -> tuple[int, dict]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from shared.core import metrics
-from shared.store.audit import Scrubber
+from shared.core.secrets import Scrubber
 from shared.core.errors import ConnectorError
 from shared.core.telemetry import log_event, scrub as scrub_log
 

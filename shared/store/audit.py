@@ -7,41 +7,15 @@ masks the configured secret values and anything shaped like a credential.
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
+from shared.core.secrets import Scrubber
 from shared.store.storage import AUDIT, Storage
 
 MAX_MESSAGE = 4000
-_CREDENTIAL_PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]{8,}"),
-    re.compile(r"(?i)((?:client_secret|access_token|password|accountkey|sig|code)=)[^&;\s\"']+"),
-    re.compile(r"(?i)(\"(?:client_secret|access_token|password|webhookAuthenticationToken|clientState)\"\s*:\s*\")"
-               r"[^\"]+"),
-]
-
-
-class Scrubber:
-    """Masks secret values and credential-shaped substrings in free text."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        if not text:
-            return text
-        for value in self._secrets:
-            if value in text:
-                text = text.replace(value, "***")
-        for pattern in _CREDENTIAL_PATTERNS:
-            text = pattern.sub(lambda m: m.group(1) + "***", text)
-        return text
-
-
 _counter = itertools.count()
 _counter_lock = threading.Lock()
 

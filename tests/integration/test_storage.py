@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.store.audit import AuditLog, Scrubber
+from shared.core.secrets import Scrubber
+from shared.store.audit import AuditLog
 from shared.store.jobs import DONE, JobConflict, JobStore, job_id
 from shared.models.messages import InvoiceTransferMessage
 from shared.store.storage import Storage

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from contextlib import contextmanager
 from decimal import Decimal
@@ -178,10 +179,14 @@ class BaswareClient(ApiClient):
                 hops += 1
             if response.status_code >= 300:
                 response.read()
+                if hops:
+                    # S3's error bodies can echo the signature (SignatureProvided, StringToSign): keep
+                    # only its <Code>; an expired or refused pre-signed URL is asked for again
+                    match = re.search(rb"<Code>([A-Za-z]+)</Code>", response.content or b"")
+                    code = match.group(1).decode() if match else None
+                    message = f"the pre-signed attachment URL answered {response.status_code} ({code or 'no code'})"
+                    raise TransientError(message, status=response.status_code, code=code, system=self.system)
                 code, message, corr = self.parse_error(response)
-                if response.status_code == 403 and hops:  # expired or refused pre-signed URL: ask again
-                    raise TransientError(f"the pre-signed attachment URL was refused: {message}", status=403,
-                                         code=code, correlation_id=corr, system=self.system)
                 if classify(response.status_code) is Action.RETRY or response.status_code in REDIRECTS:
                     raise self._transient(response, None, None)
                 raise PermanentError(message, status=response.status_code, code=code, correlation_id=corr,

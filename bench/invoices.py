@@ -75,9 +75,10 @@ def classify(calls) -> tuple[Counter, Counter, Counter]:
     return per_invoice, tokens, master
 
 
-def documents(count: int, offset: int = 0) -> list[dict]:
-    """Seeded approved invoices number `offset` .. `offset + count - 1` (distinct ids and numbers)."""
-    return seed.approved_invoices(offset + count)[offset:]
+def documents(count: int, offset: int = 0, images: bool = False) -> list[dict]:
+    """Seeded approved invoices number `offset` .. `offset + count - 1` (distinct ids and numbers);
+    `images`: each lists its invoice image (and some a delivery note or a confidential file)."""
+    return seed.approved_invoices(offset + count, images=images)[offset:]
 
 
 def transfer(stack: Stack, docs: list[dict], timeout: float, out=print) -> tuple[bool, float]:
@@ -151,7 +152,7 @@ def steady_state(stack: Stack, count: int, warmup: int, out=print) -> dict:
 
 
 def throttled(stack: Stack, count: int, offset: int, bc_per_invoice: float, window: float, service_ms: float,
-              out=print) -> dict:
+              out=print, images: bool = False) -> dict:
     max_requests = int(round(BC_RATE * window))
     out(f"2. throughput with BC throttled: {BC_CONCURRENT} concurrent (queue 95), {max_requests} requests per "
         f"{window:.0f}s sliding window (= {BC_RATE:.0f}/s, BC: 6,000 per 300 s), {service_ms:.0f} ms service time per "
@@ -166,7 +167,7 @@ def throttled(stack: Stack, count: int, offset: int, bc_per_invoice: float, wind
                                 max_queue=95, retry_after=1)
     rejections_before = stack.bc.throttle.rejections
     bc_mark = last_seq(stack.bc)
-    docs = documents(count, offset)
+    docs = documents(count, offset, images)
     expected = count * bc_per_invoice / ceiling_rps
     cpu = stack.cpu_meter()
     done, seconds = transfer(stack, docs, max(300.0, expected * 4), out)

@@ -8,6 +8,8 @@ Sizes in the bounded run (each benchmark's own defaults are larger; see `python 
 - webhook_intake: 1, 10, 50, 100 clients for 6 s each; 50, 100, 150, 200 req/s for 10 s each;
 - invoices: 100 invoices for requests per invoice; 400 invoices under BC's limits with a 20 s
   window (the rate of 6,000 per 300 s), on one and then two app instances;
+- invoice_images: 50 invoices without and 50 with their image, one 20 MB image, 200 + 200 under
+  BC's limits (20 s window);
 - scaling: 100 and 1,000 invoices (`--scaling-max 10000` adds the 10,000 run, about 25 min, bounded to 30);
 - masterdata: 1,000 vendors, 500 accounts, 2,000 dimension values (the issue's sizes, 10,000 /
   5,000 / 20,000, take about 10 minutes alone: `python -m bench.masterdata`).
@@ -22,13 +24,14 @@ import time
 
 from bench.common import machine_line
 
-ORDER = ("webhook_intake", "invoices", "scaling", "masterdata")
+ORDER = ("webhook_intake", "invoices", "invoice_images", "scaling", "masterdata")
 
 
 def bounded_args(args: argparse.Namespace) -> dict[str, list[str]]:
     return {
         "webhook_intake": ["--seconds", "6", "--rate-seconds", "10"],
         "invoices": ["--steady", "100", "--throttled", "400", "--window-seconds", "20", "--instances", "1", "2"],
+        "invoice_images": ["--count", "50", "--big-mb", "20", "--throttled", "200", "--window-seconds", "20"],
         "scaling": ["--max", str(args.scaling_max)],
         "masterdata": ["--vendors", "1000", "--accounts", "500", "--dimension-values", "2000"],
     }

@@ -101,6 +101,12 @@ param postMode string = 'post'
 @description('Allowed BC-vs-Basware gross difference. Empty: 0.01.')
 param totalTolerance string = ''
 
+@description('Basware attachment categories copied onto the BC invoice (ORIGINALIMAGE, ATTACHMENT, EXPORTEDEMAIL; CONFIDENTIAL to include confidential ones; NONE). Empty: ORIGINALIMAGE. The Basware tenant must have OpenApi.SendInvoiceAttachments enabled.')
+param attachmentCategories string = ''
+
+@description('true: an invoice whose original image Basware cannot give fails the transfer instead of posting without it.')
+param attachmentRequired bool = false
+
 @description('Six-field NCRONTAB schedules (UTC: Flex has no WEBSITE_TIME_ZONE). Empty: the defaults below.')
 param pollSchedule string = ''
 param masterdataSchedule string = ''
@@ -266,6 +272,8 @@ module api 'app/api.bicep' = {
     taxCodeMap: taxCodeMap
     postMode: postMode
     totalTolerance: empty(totalTolerance) ? defaultTotalTolerance : totalTolerance
+    attachmentCategories: empty(attachmentCategories) ? 'ORIGINALIMAGE' : attachmentCategories
+    attachmentRequired: attachmentRequired
     pollSchedule: empty(pollSchedule) ? defaultSchedules.POLL_SCHEDULE : pollSchedule
     masterdataSchedule: empty(masterdataSchedule) ? defaultSchedules.MASTERDATA_SCHEDULE : masterdataSchedule
     paymentSchedule: empty(paymentSchedule) ? defaultSchedules.PAYMENT_SCHEDULE : paymentSchedule

@@ -249,8 +249,9 @@ def accounting_document(seq: int, vendor: str, invoice_number: str, rows: list[d
     }
 
 
-def approved_invoices(count: int = 24, seed: int = 7) -> list[dict]:
-    """Approved invoices waiting for transfer: 1-4 coding rows each, the 4th one a credit note."""
+def approved_invoices(count: int = 24, seed: int = 7, images: bool = False) -> list[dict]:
+    """Approved invoices waiting for transfer: 1-4 coding rows each, the 4th one a credit note.
+    `images`: each also lists its attachments (`with_attachments`), as P2P shows them after transfer."""
     rng = random.Random(seed)
     ok_vendors = [v["number"] for v in vendors() if v["blocked"] == " "]
     accounts_ok = posting_accounts()
@@ -275,8 +276,66 @@ def approved_invoices(count: int = 24, seed: int = 7) -> list[dict]:
                 rng.choice(areas), invoice_key=key))
         if credit:
             number = f"CN-{2026}{seq + 1:05d}"
-        docs.append(accounting_document(seq, vendor, number, rows))
+        doc = accounting_document(seq, vendor, number, rows)
+        docs.append(with_attachments(doc, seq) if images else doc)
     return docs
+
+
+# -- invoice images (Basware `attachments[]`, AccountingDocumentEntity) -----------------------------------
+def attachment_entry(invoice_id: str, filename: str, category: str = "ORIGINALIMAGE",
+                     confidential: bool = False) -> dict:
+    """One `attachments[]` entry (Basware P2P OpenAPI schema `Attachment`), with a stable externalCode."""
+    return {"externalCode": uuid.UUID(stable_uuid("attachment", invoice_id, filename)).hex, "category": category,
+            "filename": filename, "isConfidential": confidential, "creationTime": "2026-11-19T09:28:19.093Z"}
+
+
+def with_attachments(doc: dict, seq: int = 0) -> dict:
+    """The document with its scanned original image; every third also with a delivery note (ATTACHMENT),
+    every seventh also with a confidential attachment (a signed contract page)."""
+    number, invoice_id = doc["invoiceNumber"], doc["invoiceId"]
+    entries = [attachment_entry(invoice_id, f"{number}.pdf")]
+    if seq % 3 == 1:
+        entries.append(attachment_entry(invoice_id, f"delivery-note-{number}.pdf", "ATTACHMENT"))
+    if seq % 7 == 5:
+        entries.append(attachment_entry(invoice_id, f"contract-{number}.pdf", "ATTACHMENT", confidential=True))
+    return {**doc, "attachments": entries}
+
+
+def attachment_pdf(doc: dict, entry: dict) -> bytes:
+    """The file behind a seeded attachment: a one-page PDF naming the document (generated here)."""
+    kind = {"ORIGINALIMAGE": "Invoice", "ATTACHMENT": "Attachment", "EXPORTEDEMAIL": "E-mail"}.get(
+        entry.get("category") or "", "Attachment")
+    return pdf([f"{doc.get('supplierName') or ''}", f"{kind} {doc.get('invoiceNumber')}",
+                f"Date {doc.get('invoiceDate')}   Due {doc.get('dueDate')}",
+                f"Total {doc.get('grossSum')} {doc.get('currencyCode') or LCY}",
+                f"File {entry.get('filename')}"])
+
+
+def pdf(lines: list[str]) -> bytes:
+    """A minimal, valid one-page PDF 1.4 (A4, Helvetica) showing `lines`; byte-for-byte deterministic."""
+    def escape(text: str) -> str:
+        text = text.encode("latin-1", "replace").decode("latin-1")
+        return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+    stream = "BT /F1 14 Tf 72 770 Td 18 TL " + " ".join(f"({escape(t)}) '" for t in lines) + " ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> "
+        "/Contents 5 0 R >>",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        f"<< /Length {len(stream.encode('latin-1'))} >>\nstream\n{stream}\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
 
 
 def broken_invoices() -> list[dict]:

@@ -3,7 +3,8 @@
 Starts Azurite, the Basware and BC sandboxes (in this process, on free ports) and the app
 (`python -m devhost`, the same function_app.py `func start` runs); registers the Basware webhook;
 imports master data; delivers the seeded approved invoices by signed webhook (a few deliberately
-broken); lets BC pay some posted invoices; prints what happened as both sandboxes recorded it.
+broken; each with its invoice image, a generated PDF, some with a delivery note or a confidential
+attachment); lets BC pay some posted invoices; prints what happened as both sandboxes recorded it.
 Exits 1 if a flow did not complete. Stops everything it started, also on Ctrl+C.
 """
 from __future__ import annotations
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         say("1/7 Starting Azurite, the Basware and BC sandboxes")
         azurite = start_azurite()
         stack.callback(azurite.stop)
-        basware = BaswareSandbox(seed_broken=True, invoice_count=args.invoices)
+        basware = BaswareSandbox(seed_broken=True, invoice_count=args.invoices, seed_images=True)
         bc = BcSandbox()
         bw_server = SandboxServer(basware).start()
         bc_server = SandboxServer(bc).start()
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             azurite.connection_string, bw_server.base_url, bc_server.base_url,
             BC_NOTIFICATION_URL=f"http://127.0.0.1:{port}/api/bc/notifications",
             DEVHOST_FUNCTION_KEY=key,
+            ATTACHMENT_CATEGORIES="ORIGINALIMAGE,ATTACHMENT",  # delivery notes too; confidential ones stay
             POLL_SCHEDULE="*/20 * * * * *", PAYMENT_SCHEDULE="*/10 * * * * *",
             SUBSCRIPTION_SCHEDULE="*/15 * * * * *", PO_SYNC_SCHEDULE="0 */30 * * * *",
             MASTERDATA_SCHEDULE="0 0 * * * *", RETENTION_SCHEDULE="0 15 3 * * *")
@@ -252,6 +254,9 @@ def recorded_calls(basware, bc) -> dict:
         "bc_posts": count(bc, "POST", r"Microsoft\.NAV\.post$", 204),
         "bc_drafts_created": count(bc, "POST", r"/purchase(Invoices|CreditMemos)$", 201),
         "bc_drafts_deleted": count(bc, "DELETE", r"/purchase(Invoices|CreditMemos)\(", 204),
+        "basware_attachment_downloads": count(basware, "GET", r"/attachments/[^/]+$", 302),
+        "bc_attachments_created": count(bc, "POST", r"/documentAttachments$", 201),
+        "bc_attachment_contents": count(bc, "PATCH", r"/attachmentContent$", 204),
     }
 
 
@@ -259,6 +264,7 @@ def build_report(basware, bc, invoice_ids: list[str], imported: dict, app_url: s
     from shared.store.jobs import job_id
 
     posted, failed, payments = [], [], []
+    by_number = {d.number: d for d in bc.documents.values()}
     for invoice_id in invoice_ids:
         doc = basware.document(invoice_id)
         responses = doc.get("transferResponses") or []
@@ -268,7 +274,14 @@ def build_report(basware, bc, invoice_ids: list[str], imported: dict, app_url: s
                "transferResponses": len(responses)}
         row["jobId"] = job_id("invoice", invoice_id)
         if last.get("success"):
-            posted.append({**row, "bcNumber": last.get("voucherNumber1")})
+            bc_doc = by_number.get(last.get("voucherNumber1"))
+            # what the clerk sees on the posted BC document (its Attachments factbox), by file name
+            files = sorted(a.file_name for a in bc.attachments_of(bc_doc.id)) if bc_doc is not None else []
+            listed = doc.get("attachments") or []
+            image = next((a["filename"] for a in listed if a.get("category") == "ORIGINALIMAGE"), None)
+            posted.append({**row, "bcNumber": last.get("voucherNumber1"), "bcAttachments": files,
+                           "image": image if image in files else None,
+                           "leftInBasware": sorted(a["filename"] for a in listed if a["filename"] not in files)})
         else:
             failed.append({**row, "reason": last.get("responseMessage", "(no transfer response)")})
         for p in doc.get("paymentResponses") or []:
@@ -284,9 +297,15 @@ def build_report(basware, bc, invoice_ids: list[str], imported: dict, app_url: s
 
 
 def print_report(report: dict) -> None:
-    say(f"\n  Posted in Business Central ({len(report['posted'])}):")
+    with_image = [r for r in report["posted"] if r.get("image")]
+    say(f"\n  Posted in Business Central ({len(report['posted'])}; {len(with_image)} with the invoice image "
+        f"attached in BC):")
     for r in report["posted"]:
-        say(f"    {r['invoiceNumber']:<22} {r['supplier']:<8} {r['gross']:>12}  ->  BC {r['bcNumber']}")
+        image = f"image {r['image']}" if r.get("image") else "NO IMAGE"
+        extra = [f for f in r.get("bcAttachments", []) if f != r.get("image")]
+        left = f"; not copied: {', '.join(r['leftInBasware'])}" if r.get("leftInBasware") else ""
+        say(f"    {r['invoiceNumber']:<22} {r['supplier']:<8} {r['gross']:>12}  ->  BC {r['bcNumber']:<10} {image}"
+            + (f" + {', '.join(extra)}" if extra else "") + left)
     say(f"\n  Failed, with the reason Basware was sent ({len(report['failed'])}):")
     for r in report["failed"]:
         say(f"    {r['invoiceNumber']:<22} {r['supplier']:<8} {r['reason']}")

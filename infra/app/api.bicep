@@ -35,6 +35,8 @@ param dimensionMap array
 param taxCodeMap object
 param postMode string
 param totalTolerance string
+param attachmentCategories string
+param attachmentRequired bool
 param pollSchedule string
 param masterdataSchedule string
 param paymentSchedule string
@@ -216,6 +218,8 @@ var appSettings = {
   TAX_CODE_MAP: string(taxCodeMap)
   POST_MODE: postMode
   TOTAL_TOLERANCE: totalTolerance
+  ATTACHMENT_CATEGORIES: attachmentCategories
+  ATTACHMENT_REQUIRED: string(attachmentRequired)
 
   POLL_SCHEDULE: pollSchedule
   MASTERDATA_SCHEDULE: masterdataSchedule

@@ -11,6 +11,9 @@ API routes (bearer token from /v1/tokens, or HTTP Basic with the client credenti
   `GET /v1/accountingDocuments/{invoiceId}`: 302 to `/_presigned/<id>?X-Amz-...` (15 minutes,
   refuses an `Authorization` header), which serves the page and `X-amz-meta-continuationToken`;
   `POST .../{invoiceId}/acknowledge`, `.../transferResponses`, `.../paymentResponses` (documents.py);
+- `GET /v1/accountingDocuments/{invoiceId}/attachments/{attachmentExternalCode}`: 302 to a pre-signed
+  URL serving the file as application/octet-stream; 404 for an unknown code and whenever
+  `send_invoice_attachments` (the tenant setting OpenApi.SendInvoiceAttachments) is off (attachments.py);
 - `POST /v1/vendors`, `/v1/accounts`, `/v1/costCenters`, `/v1/lists/{listKey}`, `/v2/projects`,
   `/v1/matchingOrders`, `/v1/matchingOrderLines`; `GET /v1/requestStatus/{requestId}`,
   `GET /v1/requestStatus`, `POST /v1/requestStatus/acknowledge` (masterdata.py);
@@ -18,12 +21,12 @@ API routes (bearer token from /v1/tokens, or HTTP Basic with the client credenti
   emitter (subscriptions.py).
 
 Control (`/_sandbox/`, besides common.py's calls/faults/config/health): `documents` (GET, POST),
-`documents/{id}` (GET), `documents/{id}/status` (POST), `notify`, `deliveries`, `masterdata`,
+`documents/{id}` (GET), `documents/{id}/attachments/{code}` (PUT: the file's bytes), `documents/{id}/status` (POST), `notify`, `deliveries`, `masterdata`,
 `requests`, `subscriptions`, `stats`, `tokens/revoke`, `clock`, `reset`. `config` also takes every
 `BaswareConfig` field and `import_errors`.
 
 Modules: app.py (routing, auth, error shapes, in-process API, control), auth.py (tokens),
-documents.py, masterdata.py, subscriptions.py, errors.py (each surface's error body), clock.py.
+documents.py, attachments.py, masterdata.py, subscriptions.py, errors.py (each surface's error body), clock.py.
 """
 from .app import BaswareConfig, BaswareSandbox
 from .subscriptions import SIGNATURE_HEADER, sign

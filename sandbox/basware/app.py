@@ -11,6 +11,7 @@ from sandbox import seed
 from sandbox.common import Request, Response, SandboxApp
 
 from . import errors as E
+from .attachments import AttachmentApi, AttachmentStore
 from .auth import TokenIssuer, basic_credentials, required_scope, token_endpoint
 from .clock import Clock, iso
 from .documents import DocumentApi, DocumentStore, loads_documents, public, summary
@@ -40,6 +41,8 @@ class BaswareConfig:
     validate_documents: bool = True  # documents added must be valid AccountingDocumentEntity
     companies: list = field(default_factory=lambda: [seed.COMPANY_CODE])  # company codes P2P knows
     active_currencies: list = field(default_factory=lambda: list(DEFAULT_CURRENCIES))
+    # tenant setting OpenApi.SendInvoiceAttachments: off -> the attachment download answers 404
+    send_invoice_attachments: bool = True
 
 
 class BaswareSandbox(SandboxApp):
@@ -48,7 +51,7 @@ class BaswareSandbox(SandboxApp):
     name = "basware"
 
     def __init__(self, *, seed_documents: bool = True, seed_broken: bool = False, invoice_count: int = 24,
-                 documents: Iterable[dict] | None = None, throttle: dict | None = None,
+                 seed_images: bool = False, documents: Iterable[dict] | None = None, throttle: dict | None = None,
                  webhook_secret: str = seed.WEBHOOK_SECRET, **config: Any) -> None:
         super().__init__()
         self.base_url: str | None = None  # set by whoever serves it (tests, __main__)
@@ -59,6 +62,7 @@ class BaswareSandbox(SandboxApp):
         self._docs = DocumentStore(self.clock)
         self._imports = ImportStore(self.clock)
         self._push = PushStore(self.clock)
+        self._files = AttachmentStore()
         unknown = self.configure(config)
         if unknown:
             raise TypeError(f"unknown BaswareSandbox settings: {sorted(unknown)}")
@@ -66,19 +70,20 @@ class BaswareSandbox(SandboxApp):
         self._documents_api = DocumentApi(self, self._docs)
         self._masterdata_api = MasterDataApi(self, self._imports)
         self._push_api = PushApi(self, self._push)
-        self._seed_args = (seed_documents, seed_broken, invoice_count)
+        self._attachments_api = AttachmentApi(self, self._docs, self._files)
+        self._seed_args = (seed_documents, seed_broken, invoice_count, seed_images)
         # vendors P2P already holds (the invoices are coded against them), besides imported ones
         self.seed_vendor_codes = frozenset(v["number"] for v in seed.vendors())
         if throttle:
             self.throttle.configure(**throttle)
         self._register_routes()
-        self._seed(seed_documents, seed_broken, invoice_count)
+        self._seed(*self._seed_args)
         for doc in documents or ():
             self.add_document(doc)
 
-    def _seed(self, seed_documents: bool, seed_broken: bool, invoice_count: int) -> None:
+    def _seed(self, seed_documents: bool, seed_broken: bool, invoice_count: int, seed_images: bool = False) -> None:
         if seed_documents:
-            for doc in seed.approved_invoices(invoice_count):
+            for doc in seed.approved_invoices(invoice_count, images=seed_images):
                 self._docs.add(doc, validate=False)
         if seed_broken:
             for doc in seed.broken_invoices():
@@ -128,6 +133,18 @@ class BaswareSandbox(SandboxApp):
         if self.config.auto_notify and status == "WaitingForTransfer":
             self._notify_later(invoice_id)
         return view
+
+    def set_attachment_content(self, invoice_id: str, external_code: str, data: bytes) -> None:
+        """The file behind one of a document's `attachments[]` entries (default: a generated PDF)."""
+        with self.lock:
+            doc = self._docs.docs.get(invoice_id)
+            if doc is None or not any(a.get("externalCode") == external_code for a in doc.get("attachments") or []):
+                raise KeyError(f"document {invoice_id} lists no attachment {external_code}")
+            self._files.files[(invoice_id, external_code)] = bytes(data)
+
+    def attachment_content(self, invoice_id: str, external_code: str) -> bytes | None:
+        """The bytes the download serves for an attachment (None: the document does not list it)."""
+        return self._attachments_api.content(invoice_id, external_code)
 
     def remove_documents(self) -> None:
         with self.lock:
@@ -238,6 +255,7 @@ class BaswareSandbox(SandboxApp):
             self._docs.docs.clear()
             self._docs.presigned.clear()
             self._docs.cursors.clear()
+            self._files.files.clear()
             self._imports.records.clear()
             self._imports.hashes.clear()
             self._imports.statuses.clear()
@@ -360,6 +378,7 @@ class BaswareSandbox(SandboxApp):
     def _register_routes(self) -> None:
         self.add_route("POST", "/v1/tokens", lambda req: token_endpoint(self.tokens, req))
         self._documents_api.register()
+        self._attachments_api.register()
         self._masterdata_api.register()
         self._push_api.register()
         self._register_control()

@@ -10,6 +10,7 @@ from urllib.parse import quote, unquote, urlencode
 from sandbox import seed
 from sandbox.common import Request, Response, SandboxApp
 
+from . import attachments
 from . import errors as E
 from .auth import TokenIssuer
 from .control import register_control_routes
@@ -39,6 +40,7 @@ class BcConfig:
     processing_delay_ms: float = 0.0  # time spent inside the throttle's concurrency slot
     post_requires_if_match: bool = False  # UNKNOWN in the reference (2.4): accept both by default
     deep_insert_returns_lines: bool = True  # UNKNOWN (3.3): OData says a deep insert answer is expanded
+    max_attachment_bytes: int = attachments.MAX_BODY_BYTES  # attachmentContent PATCH bodies above: 413
 
 
 class BcSandbox(SandboxApp):
@@ -60,6 +62,7 @@ class BcSandbox(SandboxApp):
         self.tokens = TokenIssuer(self.clock, tenant_id)
         self.subscriptions = Subscriptions(self.clock, SubscriptionConfig(), lambda cid: cid in self.companies)
         self.companies: dict[str, Company] = {}
+        self.attachments = attachments.AttachmentStore(self.clock)
         company = self.add_company(seed.COMPANY_ID, seed.COMPANY_NAME, vendor_count=vendor_count)
         if seed_purchase_orders:
             seed_orders(company)
@@ -181,6 +184,11 @@ class BcSandbox(SandboxApp):
     def revoke_tokens(self) -> None:
         self.tokens.revoke_all()
 
+    def attachments_of(self, document_id: str) -> list[attachments.Attachment]:
+        """The document attachments on a purchase invoice or credit memo (draft or posted)."""
+        with self.lock:
+            return [a for a in self.attachments.records.values() if a.parent_id == document_id]
+
     def close(self) -> None:
         self.subscriptions.close()
 
@@ -211,6 +219,7 @@ class BcSandbox(SandboxApp):
                 setattr(self.subscriptions.config, sub_keys[key], type(current)(value))
             elif key in {f.name for f in dc_fields(BcConfig)}:
                 setattr(self.config, key, type(getattr(self.config, key))(value))
+                self.attachments.max_body_bytes = self.config.max_attachment_bytes
             elif key == "ext_doc_no_mandatory":
                 self.rules.ext_doc_no_mandatory = bool(value)
             elif key == "allowed_posting_dates":
@@ -307,6 +316,8 @@ class BcSandbox(SandboxApp):
         rest = segs[1:]
         if name in DOC_TYPES:
             return self._documents(req, company, DOC_TYPES[name], key, rest, ctx + name)
+        if name == "documentAttachments":
+            return attachments.handle(self, req, company, key, rest, ctx + name)
         if name == "purchaseOrders":
             return self._orders(req, company, key, rest, ctx + name)
         if name in MASTER_SETS:
@@ -464,6 +475,7 @@ class BcSandbox(SandboxApp):
                 return self._one(req, kind, doc, ctx + "/$entity", opts=Options())
             if req.method == "DELETE":
                 svc.delete(doc)
+                self.attachments.drop_parent(company.id, doc.id)
                 self._notify(company, dt.entity_set, doc.id, "deleted", iso(self.clock.stamp()))
                 return Response.empty(204)
             raise E.method_not_allowed(req.method, dt.entity_set)
@@ -472,6 +484,7 @@ class BcSandbox(SandboxApp):
             self._only(req, "POST", "Microsoft.NAV.post")
             self._if_match(req, etag_of(doc.version), required=self.config.post_requires_if_match)
             svc.post(doc)
+            self.attachments.carry_to_posted(company.id, doc.id)
             self._notify(company, dt.entity_set, doc.id, "updated", doc.last_modified)
             return Response.empty(204)
         if nav == "vendor" and nav_key is None and len(rest) == 1:

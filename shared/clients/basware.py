@@ -8,17 +8,26 @@ Facts this code relies on:
   final response, so both are read (section 5); 404 means "no (more) records";
 - acknowledge twice answers 405 (already acknowledged), which is not a failure (section 3);
 - every transfer/payment response needs a fresh externalCode (section 3);
-- master-data POSTs answer with header `x-amzn-RequestId`, read back at /v1/requestStatus (section 4).
+- master-data POSTs answer with header `x-amzn-RequestId`, read back at /v1/requestStatus (section 4);
+- an attachment download (`GET /v1/accountingDocuments/{invoiceId}/attachments/{attachmentExternalCode}`)
+  answers 302 to a pre-signed URL valid 15 minutes, fetched WITHOUT the Authorization header; 404 =
+  no such attachment, or the tenant setting `OpenApi.SendInvoiceAttachments` is off (P2P OpenAPI).
 """
 from __future__ import annotations
 
 import json
+import logging
+import re
+import time
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Iterator
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
-from shared.clients.http import ApiClient
+from shared.clients.http import NETWORK_ERRORS, Action, ApiClient, classify
+from shared.core.errors import AuthError, PermanentError, TransientError
 from shared.models.basware import AccountingDocument, PaymentResponse, RequestStatus, TransferResponse
 
 CONTINUATION_REQUEST_HEADER = "x-amz-meta-continuationtoken"
@@ -35,6 +44,28 @@ MASTERDATA_ENDPOINTS = {
 }
 LIST_LIMIT = 500
 MAX_REQUEST_BYTES = 6 * 1024 * 1024
+DOWNLOAD_CHUNK = 64 * 1024
+REDIRECTS = (301, 302, 303, 307, 308)
+
+log = logging.getLogger("ml_connector.http")
+
+
+class Download:
+    """An attachment being read from its pre-signed URL: `size` (Content-Length, None if absent)
+    and `chunks()`; nothing is held beyond one chunk."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        length = response.headers.get("content-length")
+        self.size = int(length) if length and length.isdigit() else None
+        self.content_type = response.headers.get("content-type")
+
+    def chunks(self, size: int = DOWNLOAD_CHUNK) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_bytes(size)
+        except NETWORK_ERRORS as exc:
+            raise TransientError(f"basware: the attachment download broke off ({type(exc).__name__})",
+                                 system="basware") from None
 
 
 def parse_json(response: httpx.Response) -> Any:
@@ -123,6 +154,74 @@ class BaswareClient(ApiClient):
                                 content=dumps(body.model_dump()), headers={"Content-Type": "application/json"},
                                 max_attempts=max_attempts)
         return parse_json(response) if response.content else {}
+
+    # -- attachments -------------------------------------------------------------------------------
+    @contextmanager
+    def open_attachment(self, invoice_id: str, external_code: str) -> Iterator[Download | None]:
+        """Stream one attachment: `with client.open_attachment(i, c) as download:` (None on 404).
+
+        One try: a failure raises TransientError (429, 5xx, network, a refused or expired
+        pre-signed URL) or PermanentError (other 4xx); the caller retries the download together
+        with whatever consumes it, since a stream cannot be replayed.
+        """
+        path = f"/v1/accountingDocuments/{quote(invoice_id, safe='')}/attachments/{quote(external_code, safe='')}"
+        response = self._open(self.url(path), authorised=True)
+        try:
+            if response.status_code == 404:
+                yield None
+                return
+            hops = 0
+            while response.status_code in REDIRECTS and hops < 5:
+                location = urljoin(str(response.url), response.headers.get("location", ""))
+                response.close()
+                # the pre-signed target refuses (and must never see) the bearer token
+                response = self._open(location, authorised=False)
+                hops += 1
+            if response.status_code >= 300:
+                response.read()
+                if hops:
+                    # S3's error bodies can echo the signature (SignatureProvided, StringToSign): keep
+                    # only its <Code>; an expired or refused pre-signed URL is asked for again
+                    match = re.search(rb"<Code>([A-Za-z]+)</Code>", response.content or b"")
+                    code = match.group(1).decode() if match else None
+                    message = f"the pre-signed attachment URL answered {response.status_code} ({code or 'no code'})"
+                    raise TransientError(message, status=response.status_code, code=code, system=self.system)
+                code, message, corr = self.parse_error(response)
+                if classify(response.status_code) is Action.RETRY or response.status_code in REDIRECTS:
+                    raise self._transient(response, None, None)
+                raise PermanentError(message, status=response.status_code, code=code, correlation_id=corr,
+                                     system=self.system)
+            yield Download(response)
+        finally:
+            response.close()
+
+    def _open(self, url: str, *, authorised: bool) -> httpx.Response:
+        """One streamed GET (headers read, body not); a 401 refreshes the token once."""
+        refreshed = False
+        while True:
+            headers, token = {}, ""
+            if authorised and self.tokens is not None:
+                token = self.tokens.token()
+                headers["Authorization"] = f"Bearer {token}"
+            started = time.monotonic()
+            self._count("requests")
+            try:
+                response = self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
+            except NETWORK_ERRORS as exc:
+                raise TransientError(f"basware did not answer ({type(exc).__name__})", system=self.system) from None
+            log.info("event=http.call system=%s GET %s status=%s attempts=1 ms=%.0f", self.system,
+                     urlsplit(url).path, response.status_code, (time.monotonic() - started) * 1000)
+            if response.status_code == 401 and authorised and self.tokens is not None:
+                response.read()
+                response.close()
+                if refreshed:
+                    raise AuthError("basware refused the credentials after a token refresh", status=401,
+                                    system=self.system)
+                refreshed = True
+                self._count("token_refreshes")
+                self.tokens.invalidate(token)
+                continue
+            return response
 
     # -- master data -------------------------------------------------------------------------------
     def import_records(self, path: str, records: list[dict]) -> str | None:

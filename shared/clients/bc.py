@@ -8,19 +8,30 @@ Facts this code relies on:
 - PATCH and DELETE need If-Match (6.1); errors are {"error":{"code","message"}} with a
   correlation id at the end of the message (6.2);
 - paging with `Prefer: odata.maxpagesize` and `@odata.nextLink` (4.8);
-- subscriptions sit at the API root, keyed in single quotes (7.1, 7.3).
+- subscriptions sit at the API root, keyed in single quotes (7.1, 7.3);
+- document attachments in two calls: POST `documentAttachments` {fileName, parentType, parentId},
+  then PATCH `documentAttachments({id})/attachmentContent` with the raw bytes and If-Match
+  (API page 30080 `APIV2DocumentAttachments.Page.al`); a request body may be at most 350 MB
+  (Microsoft Learn, administration/operational-limits-online, "Max body size").
 """
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 
-from shared.clients.http import ApiClient
+from shared.clients.http import NETWORK_ERRORS, Action, ApiClient, CallSummary, classify
+from shared.core.errors import PermanentError, TransientError
+from shared.models.attachments import DocumentAttachment
 from shared.models.bc import PurchaseDocument
+
+log = logging.getLogger("ml_connector.http")
 
 _CORRELATION = re.compile(r"CorrelationId:\s*([0-9A-Za-z-]+)")
 
@@ -28,6 +39,8 @@ INVOICES = "purchaseInvoices"
 CREDIT_MEMOS = "purchaseCreditMemos"
 LINES = {INVOICES: "purchaseInvoiceLines", CREDIT_MEMOS: "purchaseCreditMemoLines"}
 VENDOR_DOC_NUMBER = {INVOICES: "vendorInvoiceNumber", CREDIT_MEMOS: "vendorCreditMemoNumber"}
+ATTACHMENT_PARENT_TYPE = {INVOICES: "Purchase Invoice", CREDIT_MEMOS: "Purchase Credit Memo"}
+MAX_BODY_BYTES = 350 * 1024 * 1024  # BC online's maximum request body (operational-limits-online)
 
 
 def odata_literal(value: str) -> str:
@@ -128,6 +141,68 @@ class BcClient(ApiClient):
     def list_documents(self, company_id: str, entity: str, filter: str, page_size: int = 500) -> Iterator[PurchaseDocument]:
         for body in self.iterate(self.company_path(company_id, entity), filter=filter, page_size=page_size):
             yield PurchaseDocument.model_validate(body)
+
+    # -- document attachments ------------------------------------------------------------------------
+    def list_attachments(self, company_id: str, parent_id: str) -> list[DocumentAttachment]:
+        """The attachments on one purchase invoice or credit memo (draft or posted)."""
+        return [DocumentAttachment.model_validate(a)
+                for a in self.iterate(self.company_path(company_id, "documentAttachments"),
+                                      filter=f"parentId eq {parent_id}", page_size=None)]
+
+    def create_attachment(self, company_id: str, entity: str, parent_id: str, file_name: str, *,
+                          max_attempts: int | None = None) -> DocumentAttachment:
+        """The attachment record, still without its file (byteSize 0)."""
+        body = {"fileName": file_name, "parentType": ATTACHMENT_PARENT_TYPE[entity], "parentId": parent_id}
+        response = self.request("POST", self.company_path(company_id, "documentAttachments"), content=_dumps(body),
+                                headers={"Content-Type": "application/json"}, max_attempts=max_attempts)
+        return DocumentAttachment.model_validate(_parse(response))
+
+    def upload_attachment_content(self, company_id: str, attachment_id: str, chunks: Iterable[bytes],
+                                  size: int) -> None:
+        """PATCH the file's bytes as they arrive (`Content-Length: size`, never all in memory).
+
+        One try: a stream cannot be sent twice, so a failure raises (TransientError for 401, 408,
+        429, 5xx and network errors, after invalidating a refused token; PermanentError for other
+        4xx) and the caller starts the download again."""
+        path = f"{self.company_path(company_id, 'documentAttachments')}({attachment_id})/attachmentContent"
+        url = self.url(path)
+        token = self.tokens.token() if self.tokens is not None else ""
+        headers = {"Content-Type": "application/octet-stream", "If-Match": "*", "Content-Length": str(size)}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        summary = CallSummary("PATCH", urlsplit(url).path, attempts=1)
+        started = time.monotonic()
+        try:
+            with self._slots:
+                self._count("requests")
+                try:
+                    response = self._http.request("PATCH", url, content=chunks, headers=headers, timeout=300)
+                except (*NETWORK_ERRORS, httpx.LocalProtocolError) as exc:  # Local: the stream fell short
+                    raise TransientError(f"bc did not answer the attachment upload ({type(exc).__name__})",
+                                         system=self.system) from None
+            summary.status = response.status_code
+            if response.status_code == 401 and self.tokens is not None:
+                self.tokens.invalidate(token)
+                raise TransientError("bc refused the token during the attachment upload; refreshed for the retry",
+                                     status=401, system=self.system)
+            action = classify(response.status_code)
+            if action is Action.RETRY:
+                raise self._transient(response, None, None)
+            if action is not Action.OK:
+                code, message, corr = self.parse_error(response)
+                raise PermanentError(message, status=response.status_code, code=code, correlation_id=corr,
+                                     system=self.system)
+        finally:
+            summary.elapsed_ms = (time.monotonic() - started) * 1000
+            log.info("event=http.call system=%s PATCH %s status=%s attempts=1 ms=%.0f", self.system, summary.path,
+                     summary.status, summary.elapsed_ms)
+            if self._on_call:
+                self._on_call(summary)
+
+    def attachment_content(self, company_id: str, attachment_id: str) -> bytes:
+        """The stored file (tests and tools; the flow never reads it back)."""
+        path = f"{self.company_path(company_id, 'documentAttachments')}({attachment_id})/attachmentContent"
+        return self.request("GET", path, headers={"Accept": "application/octet-stream"}).content
 
     # -- master data ---------------------------------------------------------------------------------
     def vendor(self, company_id: str, number: str) -> dict | None:

@@ -51,7 +51,13 @@ SETTING_NAMES = (
     "BC_AUTHORITY_URL", "BC_NOTIFICATION_URL", "BC_CLIENT_STATE",
     "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE", "TOTAL_TOLERANCE",
     *DEFAULT_SCHEDULES, "RETENTION_DAYS", "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "ATTACHMENT_CATEGORIES", "ATTACHMENT_REQUIRED",
 )
+
+# Basware attachment categories (P2P OpenAPI schema `Attachment.category`); CONFIDENTIAL is not a
+# category but says that attachments marked `isConfidential` are copied as well.
+ATTACHMENT_CATEGORY_NAMES = ("ORIGINALIMAGE", "ATTACHMENT", "EXPORTEDEMAIL")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LIST_TARGET = re.compile(r"^list:(ACC_LIST_([1-9]|[12][0-9]|3[0-5])|INV_LIST_([1-9]|1[0-9]|20)|CUST_RESOLVER_[1-5])$")
@@ -116,6 +122,9 @@ class Settings(BaseModel):
     schedules: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
     retention_days: int = Field(400, ge=1)
     appinsights_connection_string: Secret | None = None
+    attachment_categories: tuple[str, ...] = ("ORIGINALIMAGE",)
+    attachment_confidential: bool = False
+    attachment_required: bool = False
 
     def bc_company_for(self, basware_company_code: str | None) -> str | None:
         """The BC company id a Basware companyCode maps to (None: not mapped)."""
@@ -160,6 +169,19 @@ def _validate_cron(name: str, value: str) -> str:
     if len(fields) != 6 or not all(_CRON_FIELD.match(f) for f in fields):
         raise _fail(name, f"must be a six-field NCRONTAB expression such as '0 */5 * * * *', got {value!r}")
     return value
+
+
+def _attachment_categories(raw: str | None) -> tuple[tuple[str, ...], bool]:
+    """ATTACHMENT_CATEGORIES: comma-separated categories, NONE for none, plus CONFIDENTIAL to include
+    attachments Basware marks confidential. Unset: the original image only."""
+    if raw is None:
+        return ("ORIGINALIMAGE",), False
+    words = [w.strip().upper() for w in raw.split(",") if w.strip()]
+    unknown = [w for w in words if w not in (*ATTACHMENT_CATEGORY_NAMES, "CONFIDENTIAL", "NONE")]
+    if unknown or ("NONE" in words and len(words) > 1):
+        raise _fail("ATTACHMENT_CATEGORIES", "must be a comma-separated list of " + ", ".join(ATTACHMENT_CATEGORY_NAMES)
+                    + " (optionally with CONFIDENTIAL), or NONE; got " + repr(raw))
+    return tuple(w for w in ATTACHMENT_CATEGORY_NAMES if w in words), "CONFIDENTIAL" in words
 
 
 def timer_schedule(name: str, environ: Mapping[str, str] | None = None) -> str:
@@ -260,6 +282,13 @@ def load_settings(environ: Mapping[str, str] | None = None,
     if not retention.isdigit() or int(retention) < 1:
         raise _fail("RETENTION_DAYS", f"must be a positive whole number of days, got {retention!r}")
 
+    categories, confidential = _attachment_categories(get("ATTACHMENT_CATEGORIES"))
+    required_image = (get("ATTACHMENT_REQUIRED") or "false").lower()
+    if required_image not in _TRUE + _FALSE:
+        raise _fail("ATTACHMENT_REQUIRED", f"must be true or false, got {required_image!r}")
+    if required_image in _TRUE and "ORIGINALIMAGE" not in categories:
+        raise _fail("ATTACHMENT_REQUIRED", "is true, but ATTACHMENT_CATEGORIES does not copy ORIGINALIMAGE")
+
     notification_url = get("BC_NOTIFICATION_URL")
     client_state = secret("BC_CLIENT_STATE", required=bool(notification_url))
 
@@ -304,6 +333,9 @@ def load_settings(environ: Mapping[str, str] | None = None,
             retention_days=int(retention),
             appinsights_connection_string=(Secret(v) if (v := get("APPLICATIONINSIGHTS_CONNECTION_STRING"))
                                            else None),
+            attachment_categories=categories,
+            attachment_confidential=confidential,
+            attachment_required=required_image in _TRUE,
         )
     except ValidationError as exc:  # a field the checks above did not cover
         first = exc.errors()[0]

@@ -34,6 +34,14 @@ def test_run_command_completes_and_its_report_matches_the_sandboxes(tmp_path):
     assert len(report["payments"]) == 5 == recorded["basware_payment_responses"]
     assert report["masterdata"]["vendors"] == 50 and report["masterdata"]["projects"] == 10
 
+    # every posted invoice carries its image in BC (and its delivery note); confidential files stay in Basware
+    assert all(r["image"] == f"{r['invoiceNumber']}.pdf" for r in report["posted"])
+    assert any(f.startswith("delivery-note-") for r in report["posted"] for f in r["bcAttachments"])
+    assert not any(f.startswith("contract-") for r in report["posted"] for f in r["bcAttachments"])
+    assert any(f.startswith("contract-") for r in report["posted"] for f in r["leftInBasware"])
+    assert recorded["bc_attachment_contents"] >= sum(len(r["bcAttachments"]) for r in report["posted"])
+    assert f"Posted in Business Central (24; 24 with the invoice image attached in BC)" in result.stdout
+
     # the printed report says the same and names where each audit trail is
     for row in report["posted"]:
         assert row["bcNumber"] in result.stdout

@@ -26,6 +26,7 @@ from typing import Any
 from shared.clients.bc import CREDIT_MEMOS, INVOICES
 from shared.core.errors import ConflictError, ConnectorError, DocumentError, JobBusy, TransientError
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, job_id
+from shared.flows.invoices.attachments import attach_images
 from shared.flows.invoices.ledger import ledger_cache
 from shared.flows.invoices.mapping import MappedDocument, MappingRules, clerk_message, map_document, totals_problem
 from shared.models.basware import (TRANSFER_FAILED, TRANSFER_IN_PROGRESS, TRANSFERRED, WAITING_FOR_TRANSFER,
@@ -236,6 +237,10 @@ class _Transfer:
         problem = self.check_totals(ids, mapped, draft)
         if problem is not None:
             return self.reject(clerk_message([problem]), problem, company, mapped.entity, draft)
+        images = attach_images(self.rt, doc, company, mapped.entity, draft.id, self.audit, fresh=existing is None,
+                               renew=self.update)
+        if images.failure:  # ATTACHMENT_REQUIRED and no original image
+            return self.reject(images.failure, images.failure, company, mapped.entity, draft)
         if self.rt.settings.post_mode == "draft":
             return self.respond(ids.entity, draft, posted=False)
         return self.post(ids, draft)

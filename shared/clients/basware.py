@@ -26,8 +26,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
-from shared.clients.http import NETWORK_ERRORS, Action, ApiClient, classify
-from shared.core.errors import AuthError, PermanentError, TransientError
+from shared.clients.http import NETWORK_ERRORS, ApiClient
+from shared.core.errors import AuthError, TransientError
 from shared.models.basware import AccountingDocument, PaymentResponse, RequestStatus, TransferResponse
 
 CONTINUATION_REQUEST_HEADER = "x-amz-meta-continuationtoken"
@@ -186,11 +186,9 @@ class BaswareClient(ApiClient):
                     code = match.group(1).decode() if match else None
                     message = f"the pre-signed attachment URL answered {response.status_code} ({code or 'no code'})"
                     raise TransientError(message, status=response.status_code, code=code, system=self.system)
-                code, message, corr = self.parse_error(response)
-                if classify(response.status_code) is Action.RETRY or response.status_code in REDIRECTS:
-                    raise self._transient(response, None, None)
-                raise PermanentError(message, status=response.status_code, code=code, correlation_id=corr,
-                                     system=self.system)
+                if response.status_code in REDIRECTS:  # more hops than followed: ask again later
+                    raise self._transient(response, None, False)
+                raise self.error_for(response)
             yield Download(response)
         finally:
             response.close()

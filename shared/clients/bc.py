@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from shared.clients.http import NETWORK_ERRORS, Action, ApiClient, CallSummary, classify
-from shared.core.errors import PermanentError, TransientError
+from shared.clients.http import NETWORK_ERRORS, ApiClient, CallSummary
+from shared.core.errors import TransientError
 from shared.models.attachments import DocumentAttachment
 from shared.models.bc import PurchaseDocument
 
@@ -185,13 +185,9 @@ class BcClient(ApiClient):
                 self.tokens.invalidate(token)
                 raise TransientError("bc refused the token during the attachment upload; refreshed for the retry",
                                      status=401, system=self.system)
-            action = classify(response.status_code)
-            if action is Action.RETRY:
-                raise self._transient(response, None, None)
-            if action is not Action.OK:
-                code, message, corr = self.parse_error(response)
-                raise PermanentError(message, status=response.status_code, code=code, correlation_id=corr,
-                                     system=self.system)
+            error = self.error_for(response)
+            if error is not None:
+                raise error
         finally:
             summary.elapsed_ms = (time.monotonic() - started) * 1000
             log.info("event=http.call system=%s PATCH %s status=%s attempts=1 ms=%.0f", self.system, summary.path,

@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from shared.core.errors import (AuthError, ConfigError, ConflictError, ConnectorError, DocumentError, PermanentError,
-                                TransientError)
+                                TooLargeError, TransientError)
 
 log = logging.getLogger("ml_connector.http")
 
@@ -34,6 +34,7 @@ class Action(str, Enum):
     DOCUMENT = "document"      # permanent: the record's data is refused; its owner must change it
     CONFLICT = "conflict"      # permanent as sent: the record changed since it was read (stale ETag)
     CONFIG = "config"          # permanent: our own setup (permissions, company) is refused
+    TOO_LARGE = "too_large"    # permanent: the body is over the server's size limit
     FAIL = "fail"              # permanent: the request itself is wrong
 
 
@@ -64,6 +65,8 @@ POLICY: tuple[Rule, ...] = (
     Rule(Action.RETRY, 408, 408, why="the server gave up waiting for the request; it may have run"),
     Rule(Action.RETRY, 500, 599, why="server or gateway trouble (BC: 502/503/504 while a tenant is busy)"),
     Rule(Action.CONFIG, 403, 403, why="the app registration lacks a permission, or the company is not ours"),
+    Rule(Action.TOO_LARGE, 413, 413, why="over the request body limit (Microsoft Learn, 'Operational limits for "
+                                         "Business Central Online': 350 MB)"),
     Rule(Action.DOCUMENT, 400, 499, code="Application_", system="bc",
          why="BC business-logic errors, most posting and validation refusals (Microsoft Learn: "
              "'Troubleshooting API errors', error codes Application_*)"),
@@ -79,6 +82,7 @@ POLICY: tuple[Rule, ...] = (
 )
 _FALLBACK = Rule(Action.FAIL, 0, 999)
 ERRORS = {Action.DOCUMENT: DocumentError, Action.CONFLICT: ConflictError, Action.CONFIG: ConfigError,
+          Action.TOO_LARGE: TooLargeError,
           Action.FAIL: PermanentError, Action.REFRESH_AUTH: PermanentError}
 
 
@@ -294,6 +298,19 @@ class ApiClient:
             return False
         self._sleep(wait)
         return True
+
+    def error_for(self, response: httpx.Response) -> ConnectorError | None:
+        """The error the policy table makes of a response, for calls that bypass `request` (a
+        streamed upload); None for a success. A 401 is a TransientError here: no refresh inline."""
+        code = self.parse_error(response)[0] if response.status_code >= 400 else None
+        rule = resolve(response.status_code, code, self.system)
+        if rule.action is Action.OK:
+            return None
+        if rule.action in (Action.RETRY, Action.REFRESH_AUTH):
+            return self._transient(response, None, rule.unprocessed)
+        code, message, corr = self.parse_error(response)
+        return ERRORS[rule.action](message, status=response.status_code, code=code, correlation_id=corr,
+                                   system=self.system)
 
     def _transient(self, response: httpx.Response | None, error: Exception | None, unprocessed: bool):
         if response is not None:

@@ -56,6 +56,10 @@ class DocumentError(PermanentError):
     who owns the record must change it; the connector tells them and does not retry."""
 
 
+class TooLargeError(PermanentError):
+    """The body is larger than the server accepts (413): the same request can never succeed."""
+
+
 class ConflictError(PermanentError):
     """The record changed since it was read (a stale ETag): read it again before writing."""
 

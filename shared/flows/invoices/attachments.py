@@ -27,15 +27,13 @@ stream cannot be replayed), then by the queue like every other step.
 from __future__ import annotations
 
 import logging
-import random
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from shared.clients.bc import MAX_BODY_BYTES
-from shared.core.errors import ConfigError, PermanentError, TransientError
+from shared.core.errors import ConfigError, PermanentError, TooLargeError, TransientError
 from shared.flows.invoices.mapping import clerk_message
 from shared.models.attachments import BaswareAttachment, DocumentAttachment, attachments_of
 from shared.models.basware import AccountingDocument
@@ -142,10 +140,9 @@ def _copy_with_retries(rt, invoice_id: str, att: BaswareAttachment, name: str, c
         except TransientError as exc:
             if attempt >= retry.max_attempts:
                 raise
-            wait = exc.retry_after if exc.retry_after is not None and exc.retry_after <= retry.max_inline_wait \
-                else random.random() * min(retry.backoff_max, retry.backoff_base * 2 ** (attempt - 1))
             audit("attach", "retry", f"{name}: {exc.summary()}", exc=exc)
-            time.sleep(wait)
+            if not rt.bc.wait_before_retry(attempt, exc):
+                raise  # a longer pause than a worker should hold: the queue retries the invoice
 
 
 def _copy_once(rt, invoice_id: str, att: BaswareAttachment, name: str, company: str, entity: str,
@@ -165,9 +162,9 @@ def _copy_once(rt, invoice_id: str, att: BaswareAttachment, name: str, company: 
                 made[0] = _create_record(rt, company, entity, draft_id, name)
             try:
                 rt.bc.upload_attachment_content(company, made[0].id, chunks, size)
+            except TooLargeError as exc:
+                return _too_large(name, size, audit, exc)
             except PermanentError as exc:
-                if exc.status == 413:
-                    return _too_large(name, size, audit, exc)
                 if exc.status == 404:  # the record went away (deleted in BC): make it again next try
                     made[0] = None
                     raise TransientError(f"the attachment record of {name} disappeared", status=404,
@@ -182,7 +179,7 @@ def _create_record(rt, company: str, entity: str, draft_id: str, name: str) -> D
     try:
         return rt.bc.create_attachment(company, entity, draft_id, name, max_attempts=1)
     except TransientError as exc:
-        if exc.status == 429:  # refused unprocessed
+        if exc.unprocessed:  # refused before it ran: nothing can have landed
             raise
         landed = [a for a in rt.bc.list_attachments(company, draft_id) if a.file_name.lower() == name.lower()]
         if landed:

@@ -100,6 +100,8 @@ param postMode string = 'post'
 
 @description('Allowed BC-vs-Basware gross difference. Empty: 0.01.')
 param totalTolerance string = ''
+@description('Report partial payments and reversals from BC\'s analytics vendorLedgerEntries API (the tenant must offer it): true or false')
+param bcPartialPayments string = 'false'
 
 @description('Six-field NCRONTAB schedules (UTC: Flex has no WEBSITE_TIME_ZONE). Empty: the defaults below.')
 param pollSchedule string = ''
@@ -266,6 +268,7 @@ module api 'app/api.bicep' = {
     taxCodeMap: taxCodeMap
     postMode: postMode
     totalTolerance: empty(totalTolerance) ? defaultTotalTolerance : totalTolerance
+    bcPartialPayments: bcPartialPayments
     pollSchedule: empty(pollSchedule) ? defaultSchedules.POLL_SCHEDULE : pollSchedule
     masterdataSchedule: empty(masterdataSchedule) ? defaultSchedules.MASTERDATA_SCHEDULE : masterdataSchedule
     paymentSchedule: empty(paymentSchedule) ? defaultSchedules.PAYMENT_SCHEDULE : paymentSchedule

@@ -35,6 +35,8 @@ param dimensionMap array
 param taxCodeMap object
 param postMode string
 param totalTolerance string
+@description('Report partial payments and reversals from BC\'s analytics vendorLedgerEntries API (the tenant must offer it): true or false')
+param bcPartialPayments string = 'false'
 param pollSchedule string
 param masterdataSchedule string
 param paymentSchedule string
@@ -216,6 +218,7 @@ var appSettings = {
   TAX_CODE_MAP: string(taxCodeMap)
   POST_MODE: postMode
   TOTAL_TOLERANCE: totalTolerance
+  BC_PARTIAL_PAYMENTS: bcPartialPayments
 
   POLL_SCHEDULE: pollSchedule
   MASTERDATA_SCHEDULE: masterdataSchedule

@@ -312,7 +312,7 @@ def test_the_analytics_ledger_gives_payment_date_amount_and_reference_where_the_
     poll_payments(rt)
     drain(rt)
     response = assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
-    assert response["paymentDocument"] == payment_number(bc_doc)
+    assert response["paymentDocument"] == payment_number(bc_doc, bc_sandbox.payment_ledger)
     assert response["paymentDate"] == bc_doc.last_modified[:10] + "T00:00:00Z"
     job = rt.jobs.get(KIND, job_id(KIND, bc_doc.id))
     assert job.get("payment_date_source") == "vendorLedgerEntries"

@@ -696,3 +696,118 @@ def test_a_poison_copy_does_not_overwrite_a_job_that_finished_after_it_was_read(
     trail = [(r["step"], r["outcome"]) for r in rt.audit.trail(pid)]
     assert trail[-1] == ("dead_letter", "ignored")
     assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
+
+
+# -- partial payments and reversals (BC_PARTIAL_PAYMENTS, the analytics ledger) -------------------------------
+def partial_rt(env, bc_sandbox, **overrides):
+    from sandbox.bc.analytics import enable_analytics
+
+    enable_analytics(bc_sandbox)
+    return runtime_for(env, BC_PARTIAL_PAYMENTS="true", **overrides)
+
+
+def paid_totals(basware_sandbox, invoice_id: str) -> list[Decimal]:
+    return [Decimal(str(r["paidTotal"])) for r in payment_responses(basware_sandbox, invoice_id)]
+
+
+def assert_valid_responses(basware_sandbox, invoice_id: str) -> list[dict]:
+    from sandbox import openapi
+
+    responses = payment_responses(basware_sandbox, invoice_id)
+    for response in responses:
+        assert set(response) == FULL_FIELD_SET
+        assert openapi.validate("PaymentResponseEntity", json.loads(json.dumps(response, default=float))) == []
+    assert len({r["externalCode"] for r in responses}) == len(responses)  # a fresh externalCode each
+    return responses
+
+
+def test_with_partial_payments_on_one_full_payment_is_still_one_response(env, basware_sandbox, bc_sandbox):
+    rt = partial_rt(env, bc_sandbox)
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    bc_sandbox.mark_paid(bc_doc.id)
+    poll_payments(rt)
+    drain(rt)
+    poll_payments(rt)  # nothing new: the ledger watermark and the job's reported total agree
+    drain(rt)
+    response = assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
+    assert response["paymentReversalDocument"] is None and "paid in Business Central" in response["responseMessage"]
+
+
+def test_two_partial_payments_then_the_rest_give_three_responses_with_cumulative_totals(
+        subscribed_rt, env, basware_sandbox, bc_sandbox, receiver):
+    rt = partial_rt(env, bc_sandbox, BC_NOTIFICATION_URL=receiver.url)
+    receiver.rt = rt
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    total = Decimal(str(bc_doc.totals["totalAmountIncludingTax"]))
+    first, second = (total * Decimal("0.3")).quantize(Decimal("0.01")), (total * Decimal("0.25")).quantize(Decimal("0.01"))
+
+    bc_sandbox.pay(bc_doc.id, first)
+    assert bc_sandbox.documents[bc_doc.id].status == "Open"  # a partial payment leaves it Open (B7) ...
+    assert bc_sandbox.flush_notifications()
+    drain(rt)
+    assert payment_responses(basware_sandbox, doc["invoiceId"]) == []  # ... and BC sends no notification
+    poll_payments(rt)  # the ledger poll sees the application
+    drain(rt)
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [first]
+
+    bc_sandbox.pay(bc_doc.id, second)
+    poll_payments(rt)
+    drain(rt)
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [first, first + second]
+
+    bc_sandbox.pay(bc_doc.id)  # the rest: Paid, notified
+    assert bc_sandbox.flush_notifications()
+    drain(rt)
+    poll_payments(rt)
+    drain(rt)
+    responses = assert_valid_responses(basware_sandbox, doc["invoiceId"])
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [first, first + second, total]
+    assert [("partly paid" in r["responseMessage"]) for r in responses] == [True, True, False]
+    payments = [a.payment_no for a in bc_sandbox.payment_ledger.applications(bc_sandbox.documents[bc_doc.id])]
+    assert [r["paymentDocument"] for r in responses] == payments
+    assert all(r["paymentReversalDocument"] is None for r in responses)
+
+
+def test_a_payment_unapplied_in_bc_is_reported_as_a_reversal(subscribed_rt, env, basware_sandbox, bc_sandbox,
+                                                              receiver):
+    rt = partial_rt(env, bc_sandbox, BC_NOTIFICATION_URL=receiver.url)
+    receiver.rt = rt
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    total = Decimal(str(bc_doc.totals["totalAmountIncludingTax"]))
+    bc_sandbox.mark_paid(bc_doc.id)
+    assert bc_sandbox.flush_notifications()
+    drain(rt)
+    (payment,) = [a.payment_no for a in bc_sandbox.payment_ledger.applications(bc_sandbox.documents[bc_doc.id])]
+
+    bc_sandbox.unapply(bc_doc.id)  # Paid -> Open, notified
+    assert bc_sandbox.documents[bc_doc.id].status == "Open"
+    assert bc_sandbox.flush_notifications()
+    drain(rt)
+    poll_payments(rt)
+    drain(rt)
+    responses = assert_valid_responses(basware_sandbox, doc["invoiceId"])
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [total, Decimal(0)]
+    assert responses[1]["paymentReversalDocument"] == payment
+    assert "reversed" in responses[1]["responseMessage"]
+
+    bc_sandbox.mark_paid(bc_doc.id)  # paid again, with another payment
+    poll_payments(rt)
+    drain(rt)
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [total, Decimal(0), total]
+    job = rt.jobs.get(KIND, job_id(KIND, bc_doc.id))
+    assert job.state == DONE and job.get("responses") == 3
+
+
+def test_partial_payments_on_where_the_tenant_has_no_analytics_api_report_paid_only(env, basware_sandbox,
+                                                                                    bc_sandbox):
+    rt = runtime_for(env, BC_PARTIAL_PAYMENTS="true")  # the sandbox's analytics API stays off
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    total = Decimal(str(bc_doc.totals["totalAmountIncludingTax"]))
+    bc_sandbox.pay(bc_doc.id, (total / 2).quantize(Decimal("0.01")))
+    poll_payments(rt)
+    drain(rt)
+    assert payment_responses(basware_sandbox, doc["invoiceId"]) == []
+    bc_sandbox.pay(bc_doc.id)
+    poll_payments(rt)
+    drain(rt)
+    assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)

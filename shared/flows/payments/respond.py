@@ -42,7 +42,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.clients.bc import CREDIT_MEMOS, INVOICES, odata_literal
 from shared.core.errors import JobBusy, PermanentError, TransientError
-from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, job_id, utcnow
+from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, job_id, utcnow
 from shared.store.syncstate import PostedIndex
 from shared.models.basware import PaymentResponse
 from shared.models.bc import PurchaseDocument
@@ -328,8 +328,7 @@ def poll_payments(rt, now: datetime | None = None) -> dict[str, int]:
             flt = f"status eq '{PAID}' and lastModifiedDateTime gt {iso_ms(since)}"
             newest, count = mark, 0
             for document in rt.bc.list_documents(company_id, entity, flt):
-                job = rt.jobs.get(KIND, job_id(KIND, document.id))
-                if job is None or job.state != DONE or partial:
+                if _worth_a_check(rt, document, partial):
                     rt.storage.enqueue(PAYMENT_CHECKS, PaymentCheckMessage(
                         company_id=company_id, document_id=document.id, resource=entity, source="poll"))
                     count += 1
@@ -344,6 +343,23 @@ def poll_payments(rt, now: datetime | None = None) -> dict[str, int]:
         if partial:
             enqueued[f"payments-{company_id}-ledger"] = poll_ledger(rt, company_id, now)
     return enqueued
+
+
+def _worth_a_check(rt, document: PurchaseDocument, partial: bool) -> bool:
+    """A Paid document the poll reads again (the overlap) is checked only if something may be
+    missing: not a document known not to be ours, not one whose payment in full was reported."""
+    job = rt.jobs.get(KIND, job_id(KIND, document.id))
+    if job is None:
+        return PostedIndex(rt.storage).lookup(document.id) != ""
+    if job.state != DONE:
+        return True
+    if not partial:
+        return False
+    reported = _decimal(job.get("target_total"))
+    if reported is None:
+        reported = _decimal(job.get("paid_total"))
+    total = document.total_including_tax
+    return reported is None or total is None or abs(reported) != abs(total)
 
 
 def poll_ledger(rt, company_id: str, now: datetime) -> int:

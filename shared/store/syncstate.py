@@ -1,4 +1,5 @@
-"""Master-data sync state in the `syncstate` table: content hashes per record and a per-company lease.
+"""Sync state in the `syncstate` table: master-data content hashes per record, a per-company lease,
+and the index of the BC documents the invoice flow posted (`PostedIndex`, for the payments flow).
 
 Hash rows: PartitionKey `hash-<entity>-<BC company id>`, RowKey = the record's externalCode, with
 `hash` (sha256 of the canonical JSON last imported SUCCESSFULLY), `active`, and `body` (that JSON,

@@ -66,7 +66,7 @@ MAX_DEQUEUE = 5         # host.json: maxDequeueCount
 LEASE = 3.0             # the payment lease here: shorter than VISIBILITY * (MAX_DEQUEUE - 1), as in production
 WORKERS = 3
 MANUAL = 4              # invoices keyed into BC by hand (and paid): never reported
-ROUND_SECONDS = 90      # a round that has not settled by then fails the test with a diagnosis
+ROUND_SECONDS = int(os.environ.get("PAYMENT_CHAOS_ROUND_SECONDS", "90"))  # unsettled by then: fail, with a diagnosis
 FAST_RETRY = RetryConfig(max_attempts=4, backoff_base=0.02, backoff_max=0.2, max_inline_wait=2)
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -465,6 +465,8 @@ def check_payment(rt, message: PaymentCheckMessage, now: datetime | None = None,
     if posted is None:
         log.info("event=payments.not_ours bc_id=%s", document_id)
         return "not_ours"
+    if not posted.company_id:  # an invoice job from before the company was recorded
+        posted = replace(posted, company_id=message.company_id)
     partial = rt.settings.bc_partial_payments
     pid = job_id(KIND, document_id)
     job = rt.jobs.get(KIND, pid)
@@ -479,7 +481,7 @@ def check_payment(rt, message: PaymentCheckMessage, now: datetime | None = None,
         resume = _resumable(job)
     document = None
     if not resume:
-        document = rt.bc.get_document(posted.company_id or message.company_id, posted.entity, document_id)
+        document = rt.bc.get_document(posted.company_id, posted.entity, document_id)
         target = payment_target(rt, posted, document, job, now) if document is not None else None
         if target is None:
             log.info("event=payments.nothing_new bc_id=%s status=%s", document_id,

@@ -811,3 +811,12 @@ def test_partial_payments_on_where_the_tenant_has_no_analytics_api_report_paid_o
     poll_payments(rt)
     drain(rt)
     assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
+
+
+def test_bc_partial_payments_is_off_unless_set_and_a_wrong_value_is_named(env):
+    from shared.core.errors import SettingsError
+
+    assert load_settings(env).bc_partial_payments is False
+    assert load_settings({**env, "BC_PARTIAL_PAYMENTS": "TRUE"}).bc_partial_payments is True
+    with pytest.raises(SettingsError, match="BC_PARTIAL_PAYMENTS must be true or false"):
+        load_settings({**env, "BC_PARTIAL_PAYMENTS": "sometimes"})

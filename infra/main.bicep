@@ -100,6 +100,8 @@ param postMode string = 'post'
 
 @description('Allowed BC-vs-Basware gross difference. Empty: 0.01.')
 param totalTolerance string = ''
+@description('Report partial payments and reversals from BC\'s analytics vendorLedgerEntries API (the tenant must offer it): true or false')
+param bcPartialPayments string = 'false'
 
 @description('Basware attachment categories copied onto the BC invoice (ORIGINALIMAGE, ATTACHMENT, EXPORTEDEMAIL; CONFIDENTIAL to include confidential ones; NONE). Empty: ORIGINALIMAGE. The Basware tenant must have OpenApi.SendInvoiceAttachments enabled.')
 param attachmentCategories string = ''
@@ -274,6 +276,7 @@ module api 'app/api.bicep' = {
     totalTolerance: empty(totalTolerance) ? defaultTotalTolerance : totalTolerance
     attachmentCategories: empty(attachmentCategories) ? 'ORIGINALIMAGE' : attachmentCategories
     attachmentRequired: attachmentRequired
+    bcPartialPayments: bcPartialPayments
     pollSchedule: empty(pollSchedule) ? defaultSchedules.POLL_SCHEDULE : pollSchedule
     masterdataSchedule: empty(masterdataSchedule) ? defaultSchedules.MASTERDATA_SCHEDULE : masterdataSchedule
     paymentSchedule: empty(paymentSchedule) ? defaultSchedules.PAYMENT_SCHEDULE : paymentSchedule

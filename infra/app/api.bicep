@@ -37,6 +37,8 @@ param postMode string
 param totalTolerance string
 param attachmentCategories string
 param attachmentRequired bool
+@description('Report partial payments and reversals from BC\'s analytics vendorLedgerEntries API (the tenant must offer it): true or false')
+param bcPartialPayments string = 'false'
 param pollSchedule string
 param masterdataSchedule string
 param paymentSchedule string
@@ -220,6 +222,7 @@ var appSettings = {
   TOTAL_TOLERANCE: totalTolerance
   ATTACHMENT_CATEGORIES: attachmentCategories
   ATTACHMENT_REQUIRED: string(attachmentRequired)
+  BC_PARTIAL_PAYMENTS: bcPartialPayments
 
   POLL_SCHEDULE: pollSchedule
   MASTERDATA_SCHEDULE: masterdataSchedule

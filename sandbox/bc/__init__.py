@@ -11,11 +11,14 @@ Routes (tenant = seed.TENANT_ID, environment = seed.ENVIRONMENT):
   `purchaseInvoices` / `purchaseCreditMemos` (CRUD, deep insert, nested lines and
   dimensionSetLines, `Microsoft.NAV.post`), `purchaseOrders` (+ `purchaseOrderLines`, GET);
   `subscriptions` at the API root (keys in single quotes);
+- `/v2.0/{tenant}/{environment}/api/microsoft/analytics/v1.0/companies({id})/vendorLedgerEntries`
+  when the `analytics` setting is on (analytics.py; 404 otherwise, like a tenant without it);
 - `/_sandbox/...`: common.py's operator surface plus control.py's.
 
 Modules: app.py (routing), auth.py (tokens), store.py (clock, ETags, master data),
 documents.py (drafts, validation, posting), orders.py, subscriptions.py (handshake,
-notifications), odata.py ($filter, $expand, paging), resources.py (entity kinds), control.py.
+notifications), odata.py ($filter, $expand, paging), resources.py (entity kinds), control.py,
+payments.py (payments applied to and unapplied from posted invoices), analytics.py.
 """
 from .app import BcConfig, BcSandbox
 

@@ -1,10 +1,10 @@
 """The analytics `vendorLedgerEntries` API (Microsoft Learn, vendorLedgerEntry resource type, analytics APIs), which not every tenant offers.
 
-Off unless `enable_analytics(app)` is called: like a tenant without it, the sandbox then answers
-404. When on, `GET /v2.0/{tenant}/{env}/api/microsoft/analytics/v1.0/companies({id})/vendorLedgerEntries`
+Off unless the sandbox's `analytics` setting is on (`enable_analytics(app)`, or POST /_sandbox/config
+{"analytics": true}): like a tenant without it, the sandbox then answers 404. When on, `GET /v2.0/{tenant}/{env}/api/microsoft/analytics/v1.0/companies({id})/vendorLedgerEntries`
 serves one row per detailed vendor ledger entry of each posted purchase invoice, joined with its
-vendor ledger entry (the entity's shape): the initial entry, and for a Paid invoice the
-`Application` of a payment (posted the day the invoice was marked paid, document `PMT<n>`).
+vendor ledger entry (the entity's shape): the initial entry, and an `Application` row per payment
+applied or unapplied (payments.py).
 `$filter`, `$select`, `$top` and paging work as on the v2.0 API.
 """
 from __future__ import annotations
@@ -24,42 +24,39 @@ ROUTE = (r"/v2\.0/{tenant}/{environment}/api/microsoft/analytics/v1\.0/companies
 _KIND = Kind("vendorLedgerEntry", FIELDS, key=lambda r: (r["dvleEntryNo"],), to_json=dict)
 
 
-def payment_number(doc) -> str:
-    return f"PMT{doc.seq:05d}"
+def payment_number(doc, ledger=None) -> str | None:
+    """The document number of the latest payment applied to `doc` (None if none)."""
+    applications = ledger.applications(doc) if ledger is not None else []
+    return applications[-1].payment_no if applications else None
 
 
-def rows_for(doc) -> list[dict]:
-    """The ledger rows of one posted purchase invoice (none for drafts)."""
+def rows_for(doc, ledger) -> list[dict]:
+    """The ledger rows of one posted purchase invoice (none for drafts): payments.py keeps them."""
     if doc.type.entity_set != "purchaseInvoices" or not doc.posted:
         return []
-    total = Decimal(str(doc.totals["totalAmountIncludingTax"]))
-    posting = str(doc.header.get("postingDate") or "")[:10]
-    paid_on = doc.last_modified[:10] if doc.status == "Paid" else None
-    vle = {"vleEntryNo": doc.seq, "vleDueDate": str(doc.header.get("dueDate") or "")[:10] or None,
-           "vleOpen": paid_on is None, "vlePostingDate": posting, "vleDocumentDate": posting,
-           "vleClosedAtDate": paid_on or "0001-01-01", "purchInvHeaderDocumentNo": doc.number}
-    rows = [dict(vle, dvleEntryNo=doc.seq * 10, dvlePostingDate=posting, dvleEntryType="Initial Entry",
-                 dvleDocumentType="Invoice", dvleDocumentNo=doc.number, dvleAmount=-total, dvleAmountLCY=-total,
-                 dvleAppliedVendLedgerEntryNo=0)]
-    if paid_on:
-        rows.append(dict(vle, dvleEntryNo=doc.seq * 10 + 1, dvlePostingDate=paid_on, dvleEntryType="Application",
-                         dvleDocumentType="Payment", dvleDocumentNo=payment_number(doc), dvleAmount=total,
-                         dvleAmountLCY=total, dvleAppliedVendLedgerEntryNo=doc.seq))
-    return rows
+    return ledger.rows(doc, abs(Decimal(str(doc.totals["totalAmountIncludingTax"]))))
 
 
 def enable_analytics(app) -> None:
-    """Offer the analytics API on this sandbox (a tenant that has it)."""
+    """Offer the analytics API on this sandbox (a tenant that has it); same as config `analytics`."""
+    app.config.analytics = True
+
+
+def register_analytics(app) -> None:
+    """The route; it answers like a missing API (404) while the `analytics` setting is off."""
 
     def handle(req: Request) -> Response:
         try:
+            if not app.config.analytics:
+                raise E.BcError(404, "BadRequest_NotFound",
+                                "No HTTP resource was found that matches the request URI.")
             if req.method != "GET":
                 raise E.method_not_allowed(req.method, "vendorLedgerEntries")
             if req.params["tenant"].lower() != app.tenant_id.lower() or req.params["environment"] != app.environment:
                 raise E.BcError(404, "BadRequest_ResourceNotFound", "The environment was not found.")
             with app.lock:
                 company = app._company(req.params["company"])
-                rows = [row for doc in company.documents.values() for row in rows_for(doc)]
+                rows = [row for doc in company.documents.values() for row in rows_for(doc, app.payment_ledger)]
                 context = f"{req.base_url}{req.path}"
                 return app._list(req, _KIND, rows, context)
         except E.BcError as exc:

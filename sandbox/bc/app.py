@@ -18,6 +18,7 @@ from .documents import DOC_TYPES, DocType, Document, dim_kind, document_kind, li
 from .masterdata import (account_kind, company_kind, create_vendor, currency_kind, delete_vendor, dimension_kind,
                          dimension_value_kind, patch_vendor, vendor_kind)
 from .odata import Options, encode_token, max_page_size
+from .payments import PaymentLedger
 from .orders import add_purchase_order, order_kind, order_line_kind, seed_orders, set_purchase_order
 from .resources import Kind, collection, shape
 from .rules import DocumentService, PostingRules
@@ -38,9 +39,10 @@ class BcConfig:
 
     page_size: int = 20000  # BC online's fixed maximum (4.8)
     processing_delay_ms: float = 0.0  # time spent inside the throttle's concurrency slot
-    post_requires_if_match: bool = False  # UNKNOWN in the reference (2.4): accept both by default
-    deep_insert_returns_lines: bool = True  # UNKNOWN (3.3): OData says a deep insert answer is expanded
+    post_requires_if_match: bool = False  # not documented either way: accept both by default
+    deep_insert_returns_lines: bool = True  # OData v4 (Part 1, 11.4.2.2): a deep insert's answer includes the inserted lines
     max_attachment_bytes: int = attachments.MAX_BODY_BYTES  # attachmentContent PATCH bodies above: 413
+    analytics: bool = False  # serve the analytics vendorLedgerEntries API (not every tenant has it: Microsoft Learn, analytics APIs)
 
 
 class BcSandbox(SandboxApp):
@@ -63,6 +65,7 @@ class BcSandbox(SandboxApp):
         self.subscriptions = Subscriptions(self.clock, SubscriptionConfig(), lambda cid: cid in self.companies)
         self.companies: dict[str, Company] = {}
         self.attachments = attachments.AttachmentStore(self.clock)
+        self.payment_ledger = PaymentLedger()
         company = self.add_company(seed.COMPANY_ID, seed.COMPANY_NAME, vendor_count=vendor_count)
         if seed_purchase_orders:
             seed_orders(company)
@@ -119,10 +122,36 @@ class BcSandbox(SandboxApp):
     def mark_paid(self, document_id: str) -> Document:
         """A posted invoice becomes Paid (its vendor ledger entry closed): status, lastModifiedDateTime
         and an `updated` notification, as BC's aggregator does (reference 2.6, 5.1)."""
+        return self.pay(document_id)
+
+    def pay(self, document_id: str, amount=None) -> Document:
+        """Apply a payment of `amount` (default: what remains) to a posted document; see payments.py.
+        Only the payment that closes it changes its status (and notifies)."""
+        from decimal import Decimal
+
         with self.lock:
             company, doc = self._find_document(document_id)
-            self._svc(company).mark_paid(doc)
-            self._notify(company, doc.type.entity_set, doc.id, "updated", doc.last_modified)
+            if doc.status not in ("Open", "Paid") or not doc.posted:
+                self._svc(company).mark_paid(doc)  # raises BC's dialog error for drafts and the like
+            total = abs(Decimal(str(doc.totals["totalAmountIncludingTax"])))
+            remaining = total - self.payment_ledger.paid(doc)
+            if remaining > 0 or doc.status != "Paid":
+                amount = remaining if amount is None else Decimal(str(amount))
+                self.payment_ledger.apply(doc, amount, total, self.clock.stamp().date().isoformat())
+            if self.payment_ledger.paid(doc) >= total and doc.status != "Paid":
+                self._svc(company).mark_paid(doc)
+                self._notify(company, doc.type.entity_set, doc.id, "updated", doc.last_modified)
+            return doc
+
+    def unapply(self, document_id: str, payment_no: str | None = None) -> Document:
+        """Unapply a payment: the paid amount goes down; a Paid document is Open again (and notifies)."""
+        with self.lock:
+            company, doc = self._find_document(document_id)
+            self.payment_ledger.unapply(doc, self.clock.stamp().date().isoformat(), payment_no)
+            if doc.status == "Paid":
+                doc.status = "Open"
+                self._svc(company).touch(doc)
+                self._notify(company, doc.type.entity_set, doc.id, "updated", doc.last_modified)
             return doc
 
     def set_vendor(self, number: str, **fields) -> dict:
@@ -201,7 +230,7 @@ class BcSandbox(SandboxApp):
         handshake_timeout, notification_delay, notification_threshold, notification_retries,
         notification_retry_delay, delivery_timeout, max_subscriptions, page_size,
         processing_delay_ms, post_requires_if_match, deep_insert_returns_lines,
-        ext_doc_no_mandatory, allowed_posting_dates ["from", "to"] or null.
+        analytics, ext_doc_no_mandatory, allowed_posting_dates ["from", "to"] or null.
         """
         unknown = set()
         sub_keys = {"subscription_lifetime": "lifetime", **{f.name: f.name for f in dc_fields(SubscriptionConfig)}}
@@ -259,6 +288,9 @@ class BcSandbox(SandboxApp):
             for method in ("GET", "POST", "PATCH", "DELETE"):
                 self.add_route(method, pattern, self._api)
         register_control_routes(self)
+        from .analytics import register_analytics
+
+        register_analytics(self)
 
     # == the API ======================================================================================
     def _api(self, req: Request) -> Response:

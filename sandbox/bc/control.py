@@ -2,7 +2,8 @@
 
 | route | effect |
 |---|---|
-| `POST /_sandbox/purchaseInvoices/{id}/pay` (and `purchaseCreditMemos`) | posted document -> Paid, notifies |
+| `POST /_sandbox/purchaseInvoices/{id}/pay` (and `purchaseCreditMemos`) `{amount?}` | apply a payment (default: the rest); Paid and notified once fully paid |
+| `POST /_sandbox/purchaseInvoices/{id}/unapply` `{paymentNo?}` | unapply a payment (the latest); a Paid invoice is Open again, notified |
 | `GET  /_sandbox/documents` | every draft and posted document (JSON with lines) |
 | `POST /_sandbox/vendors/{number}` `{field: value}` / `DELETE` | create/change/delete a vendor "in BC" |
 | `POST /_sandbox/accounts/{number}` `{field: value}` / `DELETE` | same for G/L accounts |
@@ -64,7 +65,11 @@ def register_control_routes(app: SandboxApp) -> None:
     for entity_set in ("purchaseInvoices", "purchaseCreditMemos"):
         @route("POST", f"/_sandbox/{entity_set}/{{id}}/pay")
         def _pay(req):
-            return Response.json(doc_json(app.mark_paid(req.params["id"])))
+            return Response.json(doc_json(app.pay(req.params["id"], (req.json() or {}).get("amount"))))
+
+    @route("POST", "/_sandbox/purchaseInvoices/{id}/unapply")
+    def _unapply(req):
+        return Response.json(doc_json(app.unapply(req.params["id"], (req.json() or {}).get("paymentNo"))))
 
     @route("GET", "/_sandbox/documents")
     def _documents(req):

@@ -49,7 +49,7 @@ SETTING_NAMES = (
     "BASWARE_WEBHOOK_SECRET", "BASWARE_SCOPES",
     "BC_TENANT_ID", "BC_ENVIRONMENT", "BC_COMPANY_ID", "BC_CLIENT_ID", "BC_CLIENT_SECRET", "BC_API_URL",
     "BC_AUTHORITY_URL", "BC_NOTIFICATION_URL", "BC_CLIENT_STATE",
-    "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE", "TOTAL_TOLERANCE",
+    "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE", "TOTAL_TOLERANCE", "BC_PARTIAL_PAYMENTS",
     *DEFAULT_SCHEDULES, "RETENTION_DAYS", "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "ATTACHMENT_CATEGORIES", "ATTACHMENT_REQUIRED",
 )
@@ -119,6 +119,7 @@ class Settings(BaseModel):
     tax_code_map: dict[str, str] = Field(default_factory=dict)
     post_mode: Literal["post", "draft"] = "post"
     total_tolerance: Decimal = Decimal("0.01")
+    bc_partial_payments: bool = False  # report partial payments and reversals (BC analytics vendorLedgerEntries)
     schedules: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
     retention_days: int = Field(400, ge=1)
     appinsights_connection_string: Secret | None = None
@@ -277,6 +278,10 @@ def load_settings(environ: Mapping[str, str] | None = None,
     if tolerance < 0:
         raise _fail("TOTAL_TOLERANCE", "must not be negative")
 
+    partial = (get("BC_PARTIAL_PAYMENTS") or "false").lower()
+    if partial not in ("true", "false", "1", "0", "yes", "no"):
+        raise _fail("BC_PARTIAL_PAYMENTS", f"must be true or false, got {partial!r}")
+
     schedules = {name: _validate_cron(name, get(name) or default) for name, default in DEFAULT_SCHEDULES.items()}
     retention = get("RETENTION_DAYS") or "400"
     if not retention.isdigit() or int(retention) < 1:
@@ -329,6 +334,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
             tax_code_map=tax_map,
             post_mode=post_mode,
             total_tolerance=tolerance,
+            bc_partial_payments=partial in ("true", "1", "yes"),
             schedules=schedules,
             retention_days=int(retention),
             appinsights_connection_string=(Secret(v) if (v := get("APPLICATIONINSIGHTS_CONNECTION_STRING"))

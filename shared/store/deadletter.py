@@ -16,13 +16,14 @@ import json
 import logging
 from typing import Any
 
-from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, job_id, utcnow
+from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, job_id, utcnow
 from shared.store.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, MASTERDATA_IMPORTS, PAYMENT_CHECKS, POISON_SUFFIX
 
 log = logging.getLogger("ml_connector.deadletter")
 
 QUEUE_KINDS = {INVOICE_TRANSFERS: "invoice", BASWARE_CALLBACKS: "invoice", PAYMENT_CHECKS: "payment",
                MASTERDATA_IMPORTS: "masterdata"}
+CONFLICT_ROUNDS = 5  # re-reads after a conditional write lost to another writer
 
 
 def _text(raw_body: str | bytes) -> str:
@@ -69,37 +70,50 @@ def dead_letter(rt, queue: str, raw_body: str | bytes, reason: str = "", *, kind
     derived_kind, derived_id = job_for_message(queue, message, text)
     kind, jid = kind or derived_kind, job or derived_id
     invoice_id = (message or {}).get("invoice_id")
-    existing = rt.jobs.get(kind, jid)
-    now = utcnow()
+    existing: Job | None = None
 
     def audit(outcome: str, note: str) -> None:
         rt.audit.record(jid, "dead_letter", outcome, note, kind=kind, basware_id=invoice_id,
                         bc_id=(existing.get("bc_id") if existing else None) or None, queue=queue)
 
-    if existing is not None and existing.state in (DONE, FAILED):
-        audit("ignored", f"poison message from {queue} for a job already {existing.state}")
-        return existing
-    if (existing is not None and existing.lease_owner and existing.lease_until is not None
-            and existing.lease_until > now):
-        audit("ignored", f"poison message from {queue} while a worker holds the job")
-        return existing
+    # The write is conditional on what was read (ETag, or insert-only for a job not there yet): a
+    # job that finished or was claimed between the read and the write is re-read and judged again,
+    # never overwritten by a stale copy.
+    for _ in range(CONFLICT_ROUNDS):
+        existing = rt.jobs.get(kind, jid)
+        now = utcnow()
+        if existing is not None and existing.state in (DONE, FAILED):
+            audit("ignored", f"poison message from {queue} for a job already {existing.state}")
+            return existing
+        if (existing is not None and existing.lease_owner and existing.lease_until is not None
+                and existing.lease_until > now):
+            audit("ignored", f"poison message from {queue} while a worker holds the job")
+            return existing
 
-    why = (existing.last_error if existing is not None and existing.last_error else "") or reason or \
-        "retries exhausted"
-    if message is None:
-        why = f"unreadable message: {why}"
-    previous = (existing.get("previous_state") if existing is not None and existing.state == DEAD_LETTERED
-                else existing.state if existing is not None else "")
-    fields: dict[str, Any] = {
-        "state": DEAD_LETTERED, "previous_state": previous or "", "last_error": why[:1000], "queue": queue,
-        "message": text[:30000], "dead_lettered_at": now, "dead_letter_reason": (reason or why)[:1000],
-        "lease_owner": "", "lease_until": None,
-    }
-    if existing is None:
-        fields.update(created=now, attempts=0)
-        if invoice_id:
-            fields["invoice_id"] = invoice_id
-    rt.jobs.force(kind, jid, **fields)
+        why = (existing.last_error if existing is not None and existing.last_error else "") or reason or \
+            "retries exhausted"
+        if message is None:
+            why = f"unreadable message: {why}"
+        previous = (existing.get("previous_state") if existing is not None and existing.state == DEAD_LETTERED
+                    else existing.state if existing is not None else "")
+        fields: dict[str, Any] = {
+            "state": DEAD_LETTERED, "previous_state": previous or "", "last_error": why[:1000], "queue": queue,
+            "message": text[:30000], "dead_lettered_at": now, "dead_letter_reason": (reason or why)[:1000],
+            "lease_owner": "", "lease_until": None,
+        }
+        try:
+            if existing is None:
+                # insert-only, then the state change through update (so metrics hear of it)
+                existing = rt.jobs.create(kind, jid, "", **({"invoice_id": invoice_id} if invoice_id else {}))
+                if existing is None:
+                    continue  # created meanwhile: judge the row that is there now
+            rt.jobs.update(existing, **fields)
+        except JobConflict:
+            continue  # changed meanwhile (finished, claimed, progressed): read it again
+        break
+    else:
+        audit("ignored", f"poison message from {queue}: the job kept changing, left as it is")
+        return rt.jobs.get(kind, jid)
     log.error("event=job.dead_lettered kind=%s job=%s queue=%s", kind, jid, queue)
     audit("dead_lettered", f"{queue}: {why}")
     return rt.jobs.get(kind, jid)

@@ -8,6 +8,8 @@
   RowKey = externalCode, with the hash and the few fields the next run compares.
 - Watermarks (`Watermarks`): PartitionKey `watermark`, RowKey = `<flow>-<company>[-<entity>]`,
   `value` = the newest BC `lastModifiedDateTime` handled (ISO 8601 text).
+- The index of the BC documents the invoice flow posted (`PostedIndex`, read by the payments
+  flow before it reports a payment).
 - The master-data company lease (`CompanyLease`): PartitionKey `lease`.
 """
 from __future__ import annotations
@@ -197,3 +199,68 @@ class CompanyLease:
         except (ResourceModifiedError, ResourceNotFoundError):
             pass  # taken over after expiry: theirs now
         self._etag = None
+
+
+POSTED_SCOPE = "posted"  # BC document id -> the invoice job that posted it (or "" = not ours, cached)
+NOT_OURS_TTL = timedelta(hours=24)
+
+
+class PostedIndex:
+    """Which invoice job posted a BC document: one point read instead of a scan of the invoice jobs.
+
+    Rows: PartitionKey `posted`, RowKey = the BC document id (lower case), `invoice_job_id`. The
+    invoice flow writes the row before it asks BC to post (a document cannot be paid before it is
+    posted, so no payment is detected before its row exists). A row with an empty `invoice_job_id`
+    is a cached "not ours" (`checked_at`), inserted only where no row is (insert-only), so it can
+    never overwrite the invoice flow's row; the invoice flow's upsert replaces it.
+    """
+
+    def __init__(self, storage: Storage, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 not_ours_ttl: timedelta = NOT_OURS_TTL) -> None:
+        self._storage = storage
+        self._clock = clock
+        self.not_ours_ttl = not_ours_ttl
+
+    @property
+    def _table(self):
+        return self._storage.table(SYNCSTATE)
+
+    def remember(self, bc_document_id: str, invoice_job_id: str) -> None:
+        """The invoice flow: this BC document is (about to be) posted by this invoice job."""
+        self._table.upsert_entity({"PartitionKey": POSTED_SCOPE, "RowKey": bc_document_id.lower(),
+                                   "invoice_job_id": invoice_job_id, "checked_at": self._clock()},
+                                  mode=UpdateMode.REPLACE)
+
+    def lookup(self, bc_document_id: str) -> str | None:
+        """The invoice job id; "" for a cached "not ours" still fresh; None when nothing is known."""
+        try:
+            row = self._table.get_entity(POSTED_SCOPE, bc_document_id.lower())
+        except ResourceNotFoundError:
+            return None
+        job = row.get("invoice_job_id") or ""
+        if job:
+            return job
+        checked = row.get("checked_at")
+        return "" if checked is not None and self._clock() - checked < self.not_ours_ttl else None
+
+    def remember_not_ours(self, bc_document_id: str) -> str | None:
+        """Cache "not ours"; returns the invoice job id if the invoice flow's row got there first."""
+        entity = {"PartitionKey": POSTED_SCOPE, "RowKey": bc_document_id.lower(), "invoice_job_id": "",
+                  "checked_at": self._clock()}
+        try:
+            self._table.create_entity(entity)
+            return None
+        except ResourceExistsError:
+            pass
+        try:
+            current = self._table.get_entity(POSTED_SCOPE, bc_document_id.lower())
+        except ResourceNotFoundError:
+            return None
+        if current.get("invoice_job_id"):
+            return current["invoice_job_id"]
+        try:  # an expired "not ours": renew it, unless the invoice flow wrote meanwhile
+            self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                      match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return self.lookup(bc_document_id) or None
+        return None

@@ -310,3 +310,42 @@ def test_fuzzed_bc_notifications_never_answer_a_status_that_deletes_the_subscrip
     finally:
         client.close()
     assert problems == [], "\n".join(problems)
+
+
+def _wrong_state_flood(count: int) -> bytes:
+    """`count` items with a wrong clientState and distinct subscription ids (what a guesser sends)."""
+    items = ",".join(f'{{"subscriptionId":"{n:x}","clientState":"x"}}' for n in range(count))
+    return ('{"value":[' + items + "]}").encode()
+
+
+def audit_rows(storage: Storage) -> int:
+    return sum(1 for _ in storage.table("audit").list_entities(select=["RowKey"]))
+
+
+def test_a_flood_of_wrong_client_state_items_costs_one_audit_row_and_keeps_the_subscription(app, fresh_azurite):
+    """~4 MB of 100k items, each with a wrong clientState and its own subscription id: no per-item
+    write, at most one audit row for the whole flood, and an answer BC's client waits for."""
+    storage = Storage(fresh_azurite.connection_string)
+    before_rows = audit_rows(storage)
+    under_cap = _wrong_state_flood(90_000)   # just under the 4 MiB body cap: every item is looked at
+    over_cap = _wrong_state_flood(100_000)   # over it: refused unread
+    assert 3.5 * MB < len(under_cap) < 4 * MB < len(over_cap)
+    client = Raw(app.base_url)
+    try:
+        for body in (under_cap, over_cap, under_cap):
+            client.conn = http.client.HTTPConnection(client.host, client.port, timeout=5)  # BC's 5 s
+            status, text = client.request("POST", "/api/bc/notifications", body,
+                                          [("Content-Type", "application/json")])
+            assert status == 202, text[:200]  # never a 4xx: BC would delete the real subscription
+    finally:
+        client.close()
+    assert queue_length(storage, PAYMENT_CHECKS) == 0
+    assert audit_rows(storage) - before_rows <= 1
+    jobs = list(storage.table("jobs").query_entities("PartitionKey eq 'notification'"))
+    assert len(jobs) <= 1
+    # a valid notification right after the flood is still enqueued as before
+    item = {"subscriptionId": "sub-1", "clientState": seed.BC_CLIENT_STATE, "changeType": "updated",
+            "resource": f"api/v2.0/companies({seed.COMPANY_ID})/purchaseInvoices({uuid.uuid4()})"}
+    status, _ = Raw(app.base_url).request("POST", "/api/bc/notifications", dumps({"value": [item]}),
+                                          [("Content-Type", "application/json")])
+    assert status == 202 and queue_length(storage, PAYMENT_CHECKS) == 1

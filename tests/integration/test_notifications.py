@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from shared.flows.payments.notifications import checks_for, handle_notification, handshake, parse_resource
+from shared.flows.payments.notifications import (MAX_ITEMS, IgnoredNotes, checks_for, handle_notification, handshake,
+                                                 parse_resource)
 
 COMPANY = "5d0c7a1e-0000-4000-8000-00000000c001"
 DOC = "0b7f8a52-1111-4000-8000-000000000001"
@@ -68,6 +69,75 @@ def test_items_of_unmapped_companies_are_ignored():
     messages, ignored = checks_for([_item(resource=f"api/v2.0/companies({other})/purchaseInvoices({DOC})")],
                                    STATE, {COMPANY})
     assert messages == [] and "not mapped" in ignored[0]
+
+
+class _CountingStorage:
+    def __init__(self):
+        self.enqueued = []
+
+    def enqueue(self, queue, message, **kwargs):
+        self.enqueued.append(message)
+
+
+class _CountingJobs:
+    def __init__(self):
+        self.writes = []
+
+    def force(self, kind, id, **fields):
+        self.writes.append((kind, id, fields))
+
+
+class _CountingAudit:
+    def __init__(self):
+        self.rows = []
+
+    def record(self, job_id, step, outcome, message="", **fields):
+        self.rows.append((job_id, step, outcome, message))
+
+
+class _CountingRt:
+    def __init__(self):
+        self.settings = _Settings()
+        self.storage = _CountingStorage()
+        self.jobs = _CountingJobs()
+        self.audit = _CountingAudit()
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_wrong_client_states_cost_one_summary_per_interval_whatever_the_subscription_ids():
+    rt, clock = _CountingRt(), _Clock()
+    notes = IgnoredNotes(interval=60, clock=clock)
+    flood = json.dumps({"value": [_item(state="guess", sub=f"sub-{n}") for n in range(5000)]}).encode()
+    for _ in range(3):
+        assert handle_notification(lambda: rt, {}, flood, notes).status == 202
+    assert rt.storage.enqueued == []
+    assert len(rt.audit.rows) == 1 and len(rt.jobs.writes) == 1  # one summary, not one row per item
+    (_, _, outcome, message), = rt.audit.rows
+    assert outcome == "ignored" and "clientState does not match" in message and "sub-" not in message
+    clock.now += 61  # the next window's summary carries the counts gathered meanwhile
+    assert handle_notification(lambda: rt, {}, flood, notes).status == 202
+    assert len(rt.audit.rows) == 2
+    # the two requests held back in the first window, and this one
+    assert f"clientState does not match: {MAX_ITEMS * 3} item(s)" in rt.audit.rows[1][3]
+    assert "(in 3 request(s))" in rt.audit.rows[1][3]
+    assert notes.total["clientState does not match"] == MAX_ITEMS * 4
+
+
+def test_items_beyond_the_cap_are_not_read_and_valid_ones_within_it_are_enqueued():
+    rt = _CountingRt()
+    notes = IgnoredNotes(interval=60, clock=_Clock())
+    docs = [f"0b7f8a52-1111-4000-8000-{n:012d}" for n in range(MAX_ITEMS + 50)]
+    items = [_item(resource=f"api/v2.0/companies({COMPANY})/purchaseInvoices({d})") for d in docs]
+    assert handle_notification(lambda: rt, {}, json.dumps({"value": items}).encode(), notes).status == 202
+    assert [m.document_id for m in rt.storage.enqueued] == docs[:MAX_ITEMS]
+    assert f"more than {MAX_ITEMS} items in one request: 50 item(s)" in rt.audit.rows[0][3]
 
 
 class _BrokenStorage:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -312,7 +313,7 @@ def test_the_analytics_ledger_gives_payment_date_amount_and_reference_where_the_
     poll_payments(rt)
     drain(rt)
     response = assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
-    assert response["paymentDocument"] == payment_number(bc_doc)
+    assert response["paymentDocument"] == payment_number(bc_doc, bc_sandbox.payment_ledger)
     assert response["paymentDate"] == bc_doc.last_modified[:10] + "T00:00:00Z"
     job = rt.jobs.get(KIND, job_id(KIND, bc_doc.id))
     assert job.get("payment_date_source") == "vendorLedgerEntries"
@@ -441,3 +442,381 @@ def test_the_poll_watermark_moves_only_after_everything_read_was_enqueued(env, b
     assert poll_payments(rt)[key] == 2
     mark = rt.storage.table(SYNCSTATE).get_entity("watermark", key)["value"]
     assert mark == max(first.last_modified, second.last_modified)
+
+
+# -- crash safety, paid before done, the index, partial payments --------------------------------------------
+import time  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+from shared.core.errors import JobBusy  # noqa: E402
+from shared.flows.payments.respond import PAYMENT_LEASE_SECONDS  # noqa: E402
+from shared.store.storage import SYNCSTATE  # noqa: E402
+
+QUICK = timedelta(seconds=1)  # deferred checks come back after a second here (15 s and more in production)
+
+
+class Killed(BaseException):
+    """The worker process dies here: nothing after this point runs (no except, no finally cleanup
+    of ours catches a BaseException), so whatever it held stays held, as after a SIGKILL."""
+
+
+def test_the_payment_lease_expires_well_before_the_queue_gives_up_on_a_message():
+    host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())["extensions"]["queues"]
+    h, m, s = (int(x) for x in host["visibilityTimeout"].split(":"))
+    visibility = h * 3600 + m * 60 + s
+    # a killed worker's message is redelivered every `visibility` seconds; the lease must have
+    # expired before the last delivery, or the message is poisoned while the job is still held
+    assert PAYMENT_LEASE_SECONDS < visibility * (host["maxDequeueCount"] - 1)
+
+
+def work(rt, *queues, rounds: int = 40, **check_options) -> list[str]:
+    """Like `drain`, for the named queues only, passing options to check_payment; returns outcomes."""
+    from shared.flows.callbacks import handle_callback
+    from shared.flows.invoices.transfer import transfer_invoice
+
+    handlers = {
+        INVOICE_TRANSFERS: lambda body: transfer_invoice(rt, InvoiceTransferMessage.model_validate_json(body)),
+        BASWARE_CALLBACKS: lambda body: handle_callback(rt, CallbackMessage.model_validate_json(body)),
+        PAYMENT_CHECKS: lambda body: check_payment(rt, PaymentCheckMessage.model_validate_json(body),
+                                                   **check_options),
+    }
+    outcomes = []
+    for _ in range(rounds):
+        worked = 0
+        for queue in queues or tuple(handlers):
+            client = rt.storage.queue(queue)
+            for msg in client.receive_messages(max_messages=16, visibility_timeout=30):
+                outcomes.append(handlers[queue](msg.content))
+                client.delete_message(msg)
+                worked += 1
+        if not worked:
+            return outcomes
+    raise AssertionError("queues did not drain")
+
+
+def transfer_only(rt, basware_sandbox) -> tuple[dict, str]:
+    """Post an invoice in BC and queue its transfer response, but do not send it yet."""
+    from shared.flows.invoices.transfer import invoice_job_id
+
+    doc = next(d for d in basware_sandbox.documents.values()
+               if d["processingStatus"] == "WaitingForTransfer" and d["grossSum"] > 0)
+    rt.storage.enqueue(INVOICE_TRANSFERS, InvoiceTransferMessage(invoice_id=doc["invoiceId"]))
+    work(rt, INVOICE_TRANSFERS)
+    job = rt.jobs.get("invoice", invoice_job_id(doc["invoiceId"]))
+    assert job.state == "responding" and job.get("bc_id")  # posted; Basware not told yet
+    return doc, job.get("bc_id")
+
+
+def test_the_invoice_flow_indexes_the_bc_document_before_posting_so_a_check_is_a_point_read(env, basware_sandbox,
+                                                                                           bc_sandbox):
+    from shared.flows.invoices.transfer import invoice_job_id
+
+    rt = runtime_for(env)
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    row = rt.storage.table(SYNCSTATE).get_entity("posted", bc_doc.id.lower())
+    assert row["invoice_job_id"] == invoice_job_id(doc["invoiceId"])
+
+    manual = post_outside_the_connector(rt, bc_sandbox)
+    bc_sandbox.mark_paid(manual.id)
+    check = PaymentCheckMessage(company_id=seed.COMPANY_ID, document_id=manual.id, source="notification")
+    assert check_payment(rt, check) == "not_ours"
+    cached = rt.storage.table(SYNCSTATE).get_entity("posted", manual.id.lower())
+    assert cached["invoice_job_id"] == ""  # "not ours", remembered: the next check is one read
+    assert check_payment(rt, check) == "not_ours"
+    assert payment_posts(basware_sandbox) == []
+
+
+def test_paid_by_a_prepayment_before_basware_heard_of_the_posting_is_reported_once_the_job_is_done(
+        subscribed_rt, basware_sandbox, bc_sandbox):
+    rt = subscribed_rt
+    doc, bc_id = transfer_only(rt, basware_sandbox)
+    bc_sandbox.mark_paid(bc_id)  # a prepayment applied at posting: Paid at once
+    assert bc_sandbox.flush_notifications()
+    # one check per notification BC sent for it (created, updated, paid): each is deferred, none dropped
+    assert set(work(rt, PAYMENT_CHECKS, defer_min=QUICK)) == {"deferred"}
+    assert payment_posts(basware_sandbox) == [] and rt.jobs.get(KIND, job_id(KIND, bc_id)) is None
+
+    work(rt, BASWARE_CALLBACKS)  # the transfer response: the invoice job is done
+    assert basware_sandbox.document_status(doc["invoiceId"]) == "Transferred"
+    time.sleep(QUICK.total_seconds() + 0.5)  # the deferred check becomes visible again
+    drain(rt)
+    assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_sandbox.documents[bc_id])
+
+
+def test_paid_during_a_basware_outage_is_deferred_through_dead_letter_and_replay_and_reported_once(
+        env, basware_sandbox, bc_sandbox):
+    from shared.ops.admin import replay_record
+    from shared.store.deadletter import dead_letter
+    from shared.flows.invoices.transfer import invoice_job_id
+
+    rt = runtime_for(env)
+    doc, bc_id = transfer_only(rt, basware_sandbox)
+    basware_sandbox.faults.add(r"/transferResponses$", count=1000, status=503)  # Basware is down
+    callbacks = rt.storage.queue(BASWARE_CALLBACKS)
+    (msg,) = callbacks.receive_messages(max_messages=1, visibility_timeout=30)
+    with pytest.raises(Exception):
+        handle = __import__("shared.flows.callbacks", fromlist=["handle_callback"]).handle_callback
+        handle(rt, CallbackMessage.model_validate_json(msg.content))
+    bc_sandbox.mark_paid(bc_id)
+    poll_payments(rt)
+    assert work(rt, PAYMENT_CHECKS, defer_min=QUICK) == ["deferred"]
+    dead_letter(rt, BASWARE_CALLBACKS, msg.content, "retries exhausted after 5 deliveries")  # the poison trigger
+    callbacks.delete_message(msg)
+    assert rt.jobs.get("invoice", invoice_job_id(doc["invoiceId"])).state == "dead_lettered"
+    time.sleep(QUICK.total_seconds() + 0.5)
+    assert work(rt, PAYMENT_CHECKS, defer_min=QUICK) == ["deferred"]  # still waiting, still not dropped
+    assert payment_posts(basware_sandbox) == []
+
+    basware_sandbox.faults.clear()
+    assert replay_record(rt, "invoice", invoice_job_id(doc["invoiceId"])).status == "enqueued"
+    work(rt, BASWARE_CALLBACKS)
+    assert basware_sandbox.document_status(doc["invoiceId"]) == "Transferred"
+    time.sleep(QUICK.total_seconds() + 0.5)
+    drain(rt)
+    assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_sandbox.documents[bc_id])
+
+
+def test_paid_before_done_then_the_transfer_failed_gets_no_payment_response(env, basware_sandbox, bc_sandbox):
+    from shared.flows.invoices.transfer import invoice_job_id
+
+    rt = runtime_for(env)
+    doc, bc_id = transfer_only(rt, basware_sandbox)
+    bc_sandbox.mark_paid(bc_id)
+    poll_payments(rt)
+    assert work(rt, PAYMENT_CHECKS, defer_min=QUICK) == ["deferred"]
+    basware_sandbox.set_status(doc["invoiceId"], "TransferFailed")  # Basware's Transfer Recovery gave up
+    work(rt, BASWARE_CALLBACKS)
+    assert rt.jobs.get("invoice", invoice_job_id(doc["invoiceId"])).state == "failed"
+    time.sleep(QUICK.total_seconds() + 0.5)
+    assert work(rt, PAYMENT_CHECKS, defer_min=QUICK) == ["invoice_failed"]
+    assert payment_posts(basware_sandbox) == [] and rt.jobs.get(KIND, job_id(KIND, bc_id)) is None
+
+
+def test_a_worker_killed_between_detection_and_send_is_taken_over_and_the_response_goes_out_once(
+        env, basware_sandbox, bc_sandbox, monkeypatch):
+    rt = runtime_for(env)
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    bc_sandbox.mark_paid(bc_doc.id)
+    check = PaymentCheckMessage(company_id=seed.COMPANY_ID, document_id=bc_doc.id, source="notification")
+    real_enqueue = rt.storage.enqueue
+
+    def dies_before_the_send_is_queued(queue, message, **kw):
+        if queue == BASWARE_CALLBACKS:
+            raise Killed()
+        real_enqueue(queue, message, **kw)
+
+    monkeypatch.setattr(rt.storage, "enqueue", dies_before_the_send_is_queued)
+    with pytest.raises(Killed):
+        check_payment(rt, check, lease_seconds=1)
+    monkeypatch.setattr(rt.storage, "enqueue", real_enqueue)
+    pid = job_id(KIND, bc_doc.id)
+    stored = rt.jobs.get(KIND, pid)
+    assert stored.state == "detected" and stored.lease_owner  # the dead worker still holds it
+    with pytest.raises(JobBusy):
+        check_payment(rt, check)  # a redelivery at once meets the lease ...
+    time.sleep(1.2)
+    assert check_payment(rt, check) == "queued"  # ... and after it expired takes over
+    drain(rt)
+    response = assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
+    assert response["externalCode"] == stored.get("external_code")  # the stored response, not a new one
+    assert len(payment_posts(basware_sandbox)) == 1
+
+
+class KilledAfterTheReply(httpx.HTTPTransport):
+    """Basware takes the payment response and answers 200; the worker dies before it records that."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST" and re.search(r"/paymentResponses$", request.url.path) and self.armed:
+            response.read()
+            self.armed = False
+            raise Killed()
+        return response
+
+
+def test_a_worker_killed_between_send_and_record_never_sends_twice(env, basware_sandbox, bc_sandbox):
+    transport = KilledAfterTheReply()
+    rt = runtime_for(env, transport=transport)
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    bc_sandbox.mark_paid(bc_doc.id)
+    check = PaymentCheckMessage(company_id=seed.COMPANY_ID, document_id=bc_doc.id, source="poll")
+    assert check_payment(rt, check) == "queued"
+    pid = job_id(KIND, bc_doc.id)
+    callback = CallbackMessage(kind="payment", job_id=pid, invoice_id=doc["invoiceId"])
+    with pytest.raises(Killed):
+        send_payment_response(rt, callback, lease_seconds=1)
+    assert len(payment_posts(basware_sandbox)) == 1
+    held = rt.jobs.get(KIND, pid)
+    assert held.state == "responding" and held.get("send_started") and held.lease_owner
+    with pytest.raises(JobBusy):
+        send_payment_response(rt, callback)  # the redelivery meets the dead worker's lease
+    time.sleep(1.2)
+    assert send_payment_response(rt, callback) == "already_recorded"
+    assert check_payment(rt, check) == "already_sent"
+    assert len(payment_posts(basware_sandbox)) == 1
+    assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
+
+
+def test_a_poison_copy_does_not_overwrite_a_job_that_finished_after_it_was_read(env, basware_sandbox, bc_sandbox):
+    """dead_letter reads the job, then writes: a send that finishes in between must win."""
+    from shared.store import deadletter
+    from shared.store.jobs import JobStore
+
+    rt = runtime_for(env)
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    bc_sandbox.mark_paid(bc_doc.id)
+    poll_payments(rt)
+    work(rt, PAYMENT_CHECKS)
+    pid = job_id(KIND, bc_doc.id)
+    callback = CallbackMessage(kind="payment", job_id=pid, invoice_id=doc["invoiceId"])
+
+    class SendsWhileDeadLettering(JobStore):
+        """The jobs table as dead_letter sees it: right after its first read, a worker sends."""
+
+        reads = 0
+
+        def get(self, kind, id):
+            job = super().get(kind, id)
+            SendsWhileDeadLettering.reads += 1
+            if SendsWhileDeadLettering.reads == 1:
+                assert send_payment_response(rt, callback) == "sent"
+            return job
+
+    class Rt:
+        jobs = SendsWhileDeadLettering(rt.storage)
+        audit = rt.audit
+
+    deadletter.dead_letter(Rt(), BASWARE_CALLBACKS, callback.model_dump_json(), "retries exhausted")
+    job = rt.jobs.get(KIND, pid)
+    assert job.state == DONE  # not dead_lettered by the stale copy
+    trail = [(r["step"], r["outcome"]) for r in rt.audit.trail(pid)]
+    assert trail[-1] == ("dead_letter", "ignored")
+    assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
+
+
+# -- partial payments and reversals (BC_PARTIAL_PAYMENTS, the analytics ledger) -------------------------------
+def partial_rt(env, bc_sandbox, **overrides):
+    from sandbox.bc.analytics import enable_analytics
+
+    enable_analytics(bc_sandbox)
+    return runtime_for(env, BC_PARTIAL_PAYMENTS="true", **overrides)
+
+
+def paid_totals(basware_sandbox, invoice_id: str) -> list[Decimal]:
+    return [Decimal(str(r["paidTotal"])) for r in payment_responses(basware_sandbox, invoice_id)]
+
+
+def assert_valid_responses(basware_sandbox, invoice_id: str) -> list[dict]:
+    from sandbox import openapi
+
+    responses = payment_responses(basware_sandbox, invoice_id)
+    for response in responses:
+        assert set(response) == FULL_FIELD_SET
+        assert openapi.validate("PaymentResponseEntity", json.loads(json.dumps(response, default=float))) == []
+    assert len({r["externalCode"] for r in responses}) == len(responses)  # a fresh externalCode each
+    return responses
+
+
+def test_with_partial_payments_on_one_full_payment_is_still_one_response(env, basware_sandbox, bc_sandbox):
+    rt = partial_rt(env, bc_sandbox)
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    bc_sandbox.mark_paid(bc_doc.id)
+    poll_payments(rt)
+    drain(rt)
+    poll_payments(rt)  # nothing new: the ledger watermark and the job's reported total agree
+    drain(rt)
+    response = assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
+    assert response["paymentReversalDocument"] is None and "paid in Business Central" in response["responseMessage"]
+
+
+def test_two_partial_payments_then_the_rest_give_three_responses_with_cumulative_totals(
+        subscribed_rt, env, basware_sandbox, bc_sandbox, receiver):
+    rt = partial_rt(env, bc_sandbox, BC_NOTIFICATION_URL=receiver.url)
+    receiver.rt = rt
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    total = Decimal(str(bc_doc.totals["totalAmountIncludingTax"]))
+    first, second = (total * Decimal("0.3")).quantize(Decimal("0.01")), (total * Decimal("0.25")).quantize(Decimal("0.01"))
+
+    bc_sandbox.pay(bc_doc.id, first)
+    assert bc_sandbox.documents[bc_doc.id].status == "Open"  # a partial payment leaves it Open (B7) ...
+    assert bc_sandbox.flush_notifications()
+    drain(rt)
+    assert payment_responses(basware_sandbox, doc["invoiceId"]) == []  # ... and BC sends no notification
+    poll_payments(rt)  # the ledger poll sees the application
+    drain(rt)
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [first]
+
+    bc_sandbox.pay(bc_doc.id, second)
+    poll_payments(rt)
+    drain(rt)
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [first, first + second]
+
+    bc_sandbox.pay(bc_doc.id)  # the rest: Paid, notified
+    assert bc_sandbox.flush_notifications()
+    drain(rt)
+    poll_payments(rt)
+    drain(rt)
+    responses = assert_valid_responses(basware_sandbox, doc["invoiceId"])
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [first, first + second, total]
+    assert [("partly paid" in r["responseMessage"]) for r in responses] == [True, True, False]
+    payments = [a.payment_no for a in bc_sandbox.payment_ledger.applications(bc_sandbox.documents[bc_doc.id])]
+    assert [r["paymentDocument"] for r in responses] == payments
+    assert all(r["paymentReversalDocument"] is None for r in responses)
+
+
+def test_a_payment_unapplied_in_bc_is_reported_as_a_reversal(subscribed_rt, env, basware_sandbox, bc_sandbox,
+                                                              receiver):
+    rt = partial_rt(env, bc_sandbox, BC_NOTIFICATION_URL=receiver.url)
+    receiver.rt = rt
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    total = Decimal(str(bc_doc.totals["totalAmountIncludingTax"]))
+    bc_sandbox.mark_paid(bc_doc.id)
+    assert bc_sandbox.flush_notifications()
+    drain(rt)
+    (payment,) = [a.payment_no for a in bc_sandbox.payment_ledger.applications(bc_sandbox.documents[bc_doc.id])]
+
+    bc_sandbox.unapply(bc_doc.id)  # Paid -> Open, notified
+    assert bc_sandbox.documents[bc_doc.id].status == "Open"
+    assert bc_sandbox.flush_notifications()
+    drain(rt)
+    poll_payments(rt)
+    drain(rt)
+    responses = assert_valid_responses(basware_sandbox, doc["invoiceId"])
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [total, Decimal(0)]
+    assert responses[1]["paymentReversalDocument"] == payment
+    assert "reversed" in responses[1]["responseMessage"]
+
+    bc_sandbox.mark_paid(bc_doc.id)  # paid again, with another payment
+    poll_payments(rt)
+    drain(rt)
+    assert paid_totals(basware_sandbox, doc["invoiceId"]) == [total, Decimal(0), total]
+    job = rt.jobs.get(KIND, job_id(KIND, bc_doc.id))
+    assert job.state == DONE and job.get("responses") == 3
+
+
+def test_partial_payments_on_where_the_tenant_has_no_analytics_api_report_paid_only(env, basware_sandbox,
+                                                                                    bc_sandbox):
+    rt = runtime_for(env, BC_PARTIAL_PAYMENTS="true")  # the sandbox's analytics API stays off
+    doc, bc_doc = post_through_the_invoice_flow(rt, basware_sandbox, bc_sandbox)
+    total = Decimal(str(bc_doc.totals["totalAmountIncludingTax"]))
+    bc_sandbox.pay(bc_doc.id, (total / 2).quantize(Decimal("0.01")))
+    poll_payments(rt)
+    drain(rt)
+    assert payment_responses(basware_sandbox, doc["invoiceId"]) == []
+    bc_sandbox.pay(bc_doc.id)
+    poll_payments(rt)
+    drain(rt)
+    assert_one_valid_payment_response(rt, basware_sandbox, doc, bc_doc)
+
+
+def test_bc_partial_payments_is_off_unless_set_and_a_wrong_value_is_named(env):
+    from shared.core.errors import SettingsError
+
+    assert load_settings(env).bc_partial_payments is False
+    assert load_settings({**env, "BC_PARTIAL_PAYMENTS": "TRUE"}).bc_partial_payments is True
+    with pytest.raises(SettingsError, match="BC_PARTIAL_PAYMENTS must be true or false"):
+        load_settings({**env, "BC_PARTIAL_PAYMENTS": "sometimes"})

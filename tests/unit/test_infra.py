@@ -400,6 +400,7 @@ def test_the_bicep_settings_are_enough_for_the_app_to_start():
         "DIMENSION_MAP": "[]", "TAX_CODE_MAP": "{}", "RETENTION_DAYS": "400", "TOTAL_TOLERANCE": "0.01",
         "POST_MODE": "post", "BASWARE_REGION": "EU", "KEY_VAULT_URL": "https://kv.vault.azure.net/",
         "ATTACHMENT_CATEGORIES": "ORIGINALIMAGE", "ATTACHMENT_REQUIRED": "False",  # Bicep's string(false)
+        "BC_PARTIAL_PAYMENTS": "false",
         **{n: d for n, d in bicep_default_schedules().items()},
     }
     environ = {}

@@ -25,6 +25,7 @@ from typing import Any
 
 from shared.clients.bc import CREDIT_MEMOS, INVOICES
 from shared.core.errors import ConflictError, ConnectorError, DocumentError, JobBusy, TransientError
+from shared.store.syncstate import PostedIndex
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, job_id
 from shared.flows.invoices.attachments import attach_images
 from shared.flows.invoices.ledger import ledger_cache
@@ -374,6 +375,7 @@ class _Transfer:
         return problem
 
     def post(self, ids: _Ids, draft: PurchaseDocument) -> str:
+        PostedIndex(self.rt.storage).remember(draft.id, self.job.id)  # before BC can pay it (payments flow)
         try:
             self.rt.bc.post_document(ids.company, ids.entity, draft.id)
         except DocumentError as exc:

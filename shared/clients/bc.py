@@ -250,4 +250,9 @@ class BcClient(ApiClient):
         response = self.request("GET", url, params={"$filter": filter}, ok=(404, 400))
         if response.status_code in (404, 400):
             return None
-        return _parse(response).get("value", [])
+        body = _parse(response)
+        rows = list(body.get("value", []))
+        while body.get("@odata.nextLink"):  # server-driven paging: a busy ledger spans pages
+            body = _parse(self.request("GET", body["@odata.nextLink"]))
+            rows.extend(body.get("value", []))
+        return rows

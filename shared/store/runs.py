@@ -27,24 +27,34 @@ def _utcnow() -> datetime:
 
 
 def describe(result: Any) -> str:
-    """A one-line account of what a run returned: `seen=3 queued=1`, `<company>: created`, ..."""
+    """A one-line account of what a run returned: `seen=3, queued=1`, `status=ok, read=106, sent=100`.
+
+    Numbers and words only, one level deep, zeros of nested counts left out (a master-data
+    summary has dozens); ids, lists and timings are in the log, not here."""
     if result is None:
         return ""
     if hasattr(result, "model_dump"):
         result = result.model_dump()
     elif is_dataclass(result) and not isinstance(result, type):
         result = asdict(result)
-    if isinstance(result, dict):
-        parts = []
-        for key, value in result.items():
-            if isinstance(value, (dict, list)) or (is_dataclass(value) and not isinstance(value, type)) \
-                    or hasattr(value, "model_dump"):
-                inner = describe(value) if not isinstance(value, list) else f"{len(value)} item(s)"
-                parts.append(f"{key}: {inner}" if inner else str(key))
-            else:
-                parts.append(f"{key}={value}")
-        return ", ".join(parts)[:MAX_SUMMARY]
-    return str(result)[:MAX_SUMMARY]
+    if not isinstance(result, dict):
+        return str(result)[:MAX_SUMMARY]
+    parts = []
+    for key, value in result.items():
+        if key in _SKIP or isinstance(value, list):
+            continue
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        if isinstance(value, dict):
+            inner = [f"{k}={v}" for k, v in value.items()
+                     if isinstance(v, (str, int, float)) and not isinstance(v, bool) and v not in (0, "")]
+            parts.append(f"{key}: {', '.join(inner) or 'nothing'}")
+        elif not isinstance(value, bool):
+            parts.append(f"{key}={value}")
+    return "; ".join(parts)[:MAX_SUMMARY]
+
+
+_SKIP = {"run_id", "duration_ms", "force", "retryable"}
 
 
 def record_run(storage: Storage, name: str, started: datetime, outcome: str, summary: str,

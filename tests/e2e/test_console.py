@@ -155,6 +155,11 @@ def test_the_overview_counts_what_the_run_did(browser, stack, shots):
     # times are the operator's: Helsinki in this browser
     playwright_api.expect(page.locator("#tz")).to_have_text("Times in Europe/Helsinki")
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
+    # "sync master data now": confirmed first, then enqueued for the one mapped company
+    page.get_by_role("button", name="Sync master data now").click()
+    page.get_by_role("dialog").get_by_role("button", name="Sync now").click()
+    playwright_api.expect(page.locator("#sync-result")).to_contain_text("Started for 1 company")
+    wait_for(lambda: sum(1 for _ in stack.jobs.iter("masterdata")) == 2, 30, "the second master-data run")
     # 7 days holds the same records; a count is a link to exactly those records
     page.get_by_role("button", name="Last 7 days").click()
     playwright_api.expect(row.locator("td[data-state=failed]")).to_have_text(str(failed))

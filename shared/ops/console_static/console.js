@@ -60,7 +60,8 @@
       response = await fetch(url, { method, headers: { "x-functions-key": key, "Accept": "application/json" },
                                     credentials: "same-origin", cache: "no-store" });
     } catch (err) {
-      throw new Error("The connector did not answer. Is the app running? (" + err.message + ")");
+      // also what an expired Entra sign-in looks like to fetch (a redirect to another origin)
+      throw new Error("The connector did not answer. Is the app running? If you signed in with Entra ID, the sign-in may have expired: reload the page. (" + err.message + ")");
     }
     if (response.status === 401 || response.status === 403) throw new KeyRefused(String(response.status));
     let body = null;

@@ -5,7 +5,8 @@
   hold no data: a browser cannot send a header when it navigates, and a key in the URL (`?code=`)
   would land in logs and history. In Azure, App Service authentication (Entra ID) guards them
   (infra/app/api.bicep, docs/deploy.md).
-- `GET /api/manage/console/api/overview` (function key): counts per flow and state, health, last runs.
+- `GET /api/manage/console/api/overview[?fresh=true]` (function key): counts per flow and state (reused
+  for 60 s unless `fresh`), health, last runs.
 - `GET /api/manage/console/api/records?kind=&state=&time=&q=&limit=&next=` (function key): one page.
 - `GET /api/manage/console/api/records/{kind}/{id}` (function key): one record with its trail and links.
 
@@ -38,6 +39,7 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 _company_names: dict[str, str | None] = {}
+_counts = None  # the overview's CountCache, one per process
 _names_lock = threading.Lock()
 
 
@@ -73,10 +75,15 @@ def console_asset(req: func.HttpRequest) -> func.HttpResponse:
 def console_overview(req: func.HttpRequest) -> func.HttpResponse:
     from shared.ops.console import overview
     from shared.ops.health import check_health
+    from shared.ops.console import CountCache
     from shared.store.runs import last_runs
 
+    global _counts
+    if _counts is None:
+        _counts = CountCache()
     rt = _runtime()
-    return _json(overview(rt.storage, check_health(rt), last_runs(rt.storage)))
+    fresh = (req.params.get("fresh") or "").lower() in ("1", "true")
+    return _json(overview(rt.storage, check_health(rt), last_runs(rt.storage), cache=_counts, fresh=fresh))
 
 
 @bp.function_name("console_records")

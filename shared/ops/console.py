@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import quote
@@ -88,15 +89,36 @@ def count_jobs(storage, now: datetime, flows: Iterable[str] = FLOWS) -> dict[str
     return out
 
 
+class CountCache:
+    """The last counts, reused for `ttl`: counting reads every job changed in 30 days (bench.console:
+    about 11 s for 7,400 rows on Azurite), and several operators' pages refresh the same numbers."""
+
+    def __init__(self, ttl: timedelta = timedelta(seconds=60)) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._value: tuple[datetime, dict] | None = None
+
+    def get(self, storage, when: datetime, fresh: bool = False) -> tuple[datetime, dict]:
+        with self._lock:
+            if not fresh and self._value is not None and when - self._value[0] < self.ttl:
+                return self._value
+            self._value = (when, count_jobs(storage, when))
+            return self._value
+
+
 def overview(storage, health: dict[str, Any], runs: dict[str, dict[str, Any]],
-             now: Callable[[], datetime] = _utcnow) -> dict[str, Any]:
-    """Counts per flow and state for 24 h / 7 d / 30 d, the health checks, the scheduled jobs' last runs."""
+             now: Callable[[], datetime] = _utcnow, cache: CountCache | None = None,
+             fresh: bool = False) -> dict[str, Any]:
+    """Counts per flow and state for 24 h / 7 d / 30 d, the health checks, the scheduled jobs' last runs.
+    With a `cache`, counts younger than its ttl are reused unless `fresh`; `counted` says when they were."""
     when = now()
+    counted, counts = cache.get(storage, when, fresh) if cache is not None else (when, count_jobs(storage, when))
     return {
         "now": _iso(when),
+        "counted": _iso(counted),
         "flows": [{"kind": f, "name": FLOW_NAMES[f]} for f in FLOWS],
         "states": list(STATES),
-        "counts": count_jobs(storage, when),
+        "counts": counts,
         "health": {"status": health.get("status"), "failed": health.get("failed", []),
                    "checks": health.get("checks", {})},
         "runs": [{"name": name, "title": title, **{k: _iso(v) for k, v in runs.get(name, {}).items()},

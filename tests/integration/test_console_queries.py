@@ -125,3 +125,19 @@ def test_each_scheduled_job_keeps_its_last_run(storage):
     assert runs["invoice_poll"]["outcome"] == "ok" and runs["invoice_poll"]["summary"] == "seen=0; queued=0"
     assert runs["payment_poll"]["outcome"] == "failed" and runs["payment_poll"]["summary"] == "RuntimeError"
     assert runs["invoice_poll"]["finished"] >= runs["invoice_poll"]["started"]
+
+
+def test_overview_counts_are_reused_for_a_minute_unless_asked_fresh(storage):
+    from shared.ops.console import CountCache, overview
+
+    cache = CountCache(timedelta(seconds=60))
+    jobs_at(storage, NOW).create("invoice", "a", "failed")
+    first = overview(storage, {"status": "ok"}, {}, now=lambda: NOW, cache=cache)
+    jobs_at(storage, NOW).create("invoice", "b", "failed")
+    later = NOW + timedelta(seconds=30)
+    again = overview(storage, {"status": "ok"}, {}, now=lambda: later, cache=cache)
+    assert again["counts"]["24h"]["invoice"]["failed"] == 1 and again["counted"] == first["counted"]
+    fresh = overview(storage, {"status": "ok"}, {}, now=lambda: later, cache=cache, fresh=True)
+    assert fresh["counts"]["24h"]["invoice"]["failed"] == 2 and fresh["counted"] == later.isoformat()
+    expired = overview(storage, {"status": "ok"}, {}, now=lambda: later + timedelta(seconds=61), cache=cache)
+    assert expired["counted"] == (later + timedelta(seconds=61)).isoformat()

@@ -114,8 +114,8 @@
   }
 
   // -- overview ------------------------------------------------------------------------------------------
-  async function renderOverview() {
-    const data = await load(`${base}/api/overview`);
+  async function renderOverview(fresh) {
+    const data = await load(`${base}/api/overview`, { fresh: fresh ? "true" : "" });
     const counts = data.counts[overviewWindow];
     const windows = el("div", { class: "windows", role: "group", "aria-label": "Time window" },
       ["24h", "7d", "30d"].map((w) => el("button", {
@@ -142,11 +142,13 @@
       el("td", { text: run.ran ? when(run.finished) : "not run yet" }),
       el("td", {}, run.ran ? el("span", { class: `badge ${run.outcome === "failed" ? "b-bad" : "b-ok"}`, text: run.outcome }) : ""),
       el("td", { text: run.summary || "" })));
+    const refresh = el("button", { type: "button", id: "recount", onclick: () => renderOverview(true).catch(() => render()) }, "Count again");
     const sync = el("button", { type: "button", id: "sync-masterdata", onclick: syncMasterData }, "Sync master data now");
     show(
       el("h1", {}, "Overview"),
       el("section", { class: "panel", "aria-labelledby": "counts-title" },
         el("h2", { id: "counts-title" }, "Records by flow and state"), windows,
+        el("span", { class: "t-meta", id: "counted" }, ` counted ${when(data.counted)} `), refresh,
         el("div", { class: "scroll" }, el("table", { id: "counts" }, el("thead", {}, head), el("tbody", {}, rows)))),
       el("div", { class: "grid" },
         el("section", { class: "panel", "aria-labelledby": "health-title" },

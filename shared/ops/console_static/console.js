@@ -227,8 +227,8 @@
     const link = (url, label) => url ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: label }) : null;
     const ids = el("dl", { class: "ids", id: "ids" },
       el("dt", {}, "State"), el("dd", {}, badge(v.bucket), " ", el("span", { class: "t-meta", text: record.state })),
-      el("dt", {}, "Basware invoice id"), el("dd", { class: "mono" }, v.basware_id || "–",
-        v.basware_id ? el("span", { class: "t-meta", text: "  (search it in Basware P2P: Basware publishes no link form for a document)" }) : ""),
+      el("dt", {}, "Basware invoice id"), el("dd", {}, el("span", { class: "mono", text: v.basware_id || "–" }),
+        v.basware_id ? el("div", { class: "t-meta", text: "Search it in Basware P2P: Basware publishes no link form for a document." }) : ""),
       el("dt", {}, "Invoice number"), el("dd", { text: v.invoice_number || "–" }),
       el("dt", {}, "Vendor"), el("dd", { text: v.vendor || "–" }),
       el("dt", {}, "BC document"), el("dd", {}, v.bc_number || "–", " ", link(v.bc_url, "open in Business Central")),

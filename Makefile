@@ -25,7 +25,8 @@ browser:
 	  echo "Installing Chromium (Debian package) for the browser tests"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium </dev/null; }
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium </dev/null || \
+	  { echo "Could not install Chromium: run 'apt-get install chromium' as root, then make test again" >&2; exit 1; }; }
 
 ## Run the connector end to end against the sandboxes (Azurite + Basware + BC sandboxes + app),
 ## then print the operator console's URL; `make run KEEP=1` keeps everything up until Ctrl+C.

@@ -270,11 +270,11 @@ def record_view(jobs, audit, kind: str, id: str, *, scrub: Callable[[str], str] 
     `id` may be the job id or, for an invoice, the Basware invoice id."""
     from shared.ops.admin import REPLAYABLE, replay_pending, show_record
 
-    if kind == "invoice" and jobs.get(kind, id) is None:
-        id = job_id("invoice", id)
-    job = jobs.get(kind, id)
-    record = show_record(jobs, audit, kind, id, scrub=scrub) if job is not None else None
-    if record is None:
+    record = show_record(jobs, audit, kind, id, scrub=scrub)
+    if record is None and kind == "invoice":
+        record = show_record(jobs, audit, kind, job_id("invoice", id), scrub=scrub)
+    job = jobs.get(kind, record["id"]) if record is not None else None
+    if record is None or job is None:
         return None
     fields = record.get("fields", {})
     posted = (fields.get("bc_status") or "") not in ("", "Draft") or record.get("state") == DONE

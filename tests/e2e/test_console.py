@@ -76,12 +76,13 @@ def stack(_azurite_for_tests):
         api = httpx.Client(base_url=f"{app.base_url}/api", headers={"x-functions-key": KEY}, timeout=120)
         assert api.post("/manage/masterdata/sync").status_code == 200
         documents = list(basware.documents)
-        # the webhook of one invoice is "lost" and its message ends on the poison queue instead
-        dead, delivered = documents[0], documents[1:]
+        # the messages of two invoices end on the poison queue instead (retries exhausted)
+        dead, delivered = documents[:2], documents[2:]
         for invoice_id in delivered:
             basware.notify(invoice_id, url=f"{app.base_url}/api/basware/webhook")
         storage = Storage(azurite.connection_string)
-        storage.enqueue(INVOICE_TRANSFERS + POISON_SUFFIX, InvoiceTransferMessage(invoice_id=dead))
+        for invoice_id in dead:
+            storage.enqueue(INVOICE_TRANSFERS + POISON_SUFFIX, InvoiceTransferMessage(invoice_id=invoice_id))
         s = Stack(basware, bc, app, storage, documents)
         wait_for(lambda: all(s.status(i) in FINAL for i in delivered), 90, "every delivered invoice to finish")
         wait_for(lambda: all((j := s.jobs.get("invoice", invoice_job_id(i))) and j.finished and not j.lease_owner
@@ -143,9 +144,9 @@ def test_the_overview_counts_what_the_run_did(browser, stack, shots):
     row = counts.locator("tr[data-flow=invoice]")
     playwright_api.expect(row.locator("td[data-state=done]")).to_have_text(str(posted))
     playwright_api.expect(row.locator("td[data-state=failed]")).to_have_text(str(failed))
-    playwright_api.expect(row.locator("td[data-state=dead_lettered]")).to_have_text("1")
+    playwright_api.expect(row.locator("td[data-state=dead_lettered]")).to_have_text("2")
     playwright_api.expect(row.locator("td[data-state=in_progress]")).to_have_text("0")
-    assert jobs_by_bucket(stack) == {"done": posted, "failed": failed, "dead_lettered": 1}
+    assert jobs_by_bucket(stack) == {"done": posted, "failed": failed, "dead_lettered": 2}
     playwright_api.expect(page.locator("#health")).to_contain_text("storage")
     playwright_api.expect(page.get_by_text("all checks pass")).to_be_visible()
     runs = page.locator("#runs")
@@ -216,7 +217,7 @@ def test_replaying_a_dead_lettered_invoice_turns_it_done(browser, stack, shots):
     jid = invoice_job_id(invoice_id)
     assert stack.jobs.get("invoice", jid).state == "dead_lettered"
     page = open_console(browser, stack, hash="#/records?state=dead_lettered")
-    page.locator("#records tbody tr").get_by_role("link").click()
+    page.locator(f"#records tbody tr[data-id='{jid}']").get_by_role("link").click()
     playwright_api.expect(page.locator("#ids")).to_contain_text("Dead-lettered")
     page.screenshot(path=str(shots / "record-dead-lettered.png"), full_page=True)
     page.get_by_role("button", name="Replay this record").click()
@@ -254,3 +255,28 @@ def test_a_wrong_key_is_refused_with_a_clear_message(browser, stack, shots):
     assert httpx.get(f"{stack.console}/api/overview").status_code == 401
     assert httpx.get(f"{stack.console}/api/records").status_code == 401
     page.context.close()
+
+
+def test_replay_pressed_in_two_tabs_enqueues_once(browser, stack, shots):
+    invoice_id = stack.documents[1]
+    jid = invoice_job_id(invoice_id)
+    assert stack.jobs.get("invoice", jid).state == "dead_lettered"
+    first = open_console(browser, stack, hash=f"#/record/invoice/{jid}")
+    second = open_console(browser, stack, hash=f"#/record/invoice/{jid}")  # opened before either pressed
+    for page in (first, second):
+        playwright_api.expect(page.get_by_role("button", name="Replay this record")).to_be_enabled()
+    for page in (first, second):
+        page.get_by_role("button", name="Replay this record").click()
+        page.get_by_role("dialog").get_by_role("button", name="Replay").click()
+    # the second press is refused by the records API's rules and says why
+    playwright_api.expect(second.locator("#replay-result")).to_contain_text(
+        re.compile(r"still pending; not enqueued again|already done; nothing to replay|Replayed: the record is now Done"))
+    playwright_api.expect(first.locator("#replay-result")).to_have_text(
+        "Replayed: the record is now Done.", timeout=60_000)
+    second.screenshot(path=str(shots / "replay-second-tab.png"), full_page=True)
+    job = stack.jobs.get("invoice", jid)
+    assert job.state == DONE and job.get("replays") == 1
+    responses = stack.basware.document(invoice_id)["transferResponses"]
+    assert [r["success"] for r in responses] == [True]  # posted once, answered once
+    for page in (first, second):
+        page.context.close()

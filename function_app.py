@@ -24,4 +24,5 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (invoices.bp, callbacks.bp, masterdata.bp, payments.bp, subscriptions.bp, purchase_orders.bp,
                   operations.bp):
     app.register_functions(blueprint)
-app.register_functions(__import__("shared.functions.console", fromlist=["bp"]).bp)  # the operator console
+from shared.functions.console import bp as console_bp  # noqa: E402 - the operator console
+app.register_functions(console_bp)

@@ -24,3 +24,5 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (invoices.bp, callbacks.bp, masterdata.bp, payments.bp, subscriptions.bp, purchase_orders.bp,
                   operations.bp):
     app.register_functions(blueprint)
+from shared.functions.console import bp as console_bp  # noqa: E402 - the operator console
+app.register_functions(console_bp)

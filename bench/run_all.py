@@ -12,7 +12,8 @@ Sizes in the bounded run (each benchmark's own defaults are larger; see `python 
   BC's limits (20 s window);
 - scaling: 100 and 1,000 invoices (`--scaling-max 10000` adds the 10,000 run, about 25 min, bounded to 30);
 - masterdata: 1,000 vendors, 500 accounts, 2,000 dimension values (the issue's sizes, 10,000 /
-  5,000 / 20,000, take about 10 minutes alone: `python -m bench.masterdata`).
+  5,000 / 20,000, take about 10 minutes alone: `python -m bench.masterdata`);
+- console: 5,000 jobs, each query 3 times (`python -m bench.console` fills 10,000).
 Each prints its figures and the machine it ran on; nothing is asserted.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 
 from bench.common import machine_line
 
-ORDER = ("webhook_intake", "invoices", "invoice_images", "scaling", "masterdata")
+ORDER = ("webhook_intake", "invoices", "invoice_images", "scaling", "masterdata", "console")
 
 
 def bounded_args(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -34,6 +35,7 @@ def bounded_args(args: argparse.Namespace) -> dict[str, list[str]]:
         "invoice_images": ["--count", "50", "--big-mb", "20", "--throttled", "200", "--window-seconds", "20"],
         "scaling": ["--max", str(args.scaling_max)],
         "masterdata": ["--vendors", "1000", "--accounts", "500", "--dimension-values", "2000"],
+        "console": ["--jobs", "5000", "--repeat", "3"],
     }
 
 

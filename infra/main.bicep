@@ -25,6 +25,12 @@ param principalType string = 'User'
 @description('E-mail address that receives the operational alerts. Empty: alerts fire in Azure Monitor without notification.')
 param alertEmail string = ''
 
+@description('Application (client) id of the Entra app registration operators sign in to the console with (docs/deploy.md, "Operator sign-in"). Empty: no sign-in in front of the app; the operator routes still need the function key.')
+param consoleClientId string = ''
+
+@description('Object id of the Entra group allowed to sign in to the console; empty: whoever the app registration admits.')
+param consoleAllowedGroupId string = ''
+
 @description('Upper bound of Flex instances per scale group. 4 keeps the worst case within BC\'s 5 concurrent + 95 queued requests: see "Concurrency budget" in app/api.bicep and docs/deploy.md before raising it.')
 @minValue(1)
 @maxValue(1000)
@@ -284,6 +290,17 @@ module api 'app/api.bicep' = {
     subscriptionSchedule: empty(subscriptionSchedule) ? defaultSchedules.SUBSCRIPTION_SCHEDULE : subscriptionSchedule
     retentionSchedule: empty(retentionSchedule) ? defaultSchedules.RETENTION_SCHEDULE : retentionSchedule
     retentionDays: retentionDays
+  }
+}
+
+// Entra ID sign-in for the console and the records routes; the webhook routes stay anonymous.
+module auth 'app/auth.bicep' = if (!empty(consoleClientId)) {
+  name: 'auth'
+  params: {
+    functionAppName: api.outputs.name
+    clientId: consoleClientId
+    tenantId: tenant().tenantId
+    allowedGroupId: consoleAllowedGroupId
   }
 }
 

@@ -4,8 +4,10 @@ Starts Azurite, the Basware and BC sandboxes (in this process, on free ports) an
 (`python -m devhost`, the same function_app.py `func start` runs); registers the Basware webhook;
 imports master data; delivers the seeded approved invoices by signed webhook (a few deliberately
 broken; each with its invoice image, a generated PDF, some with a delivery note or a confidential
-attachment); lets BC pay some posted invoices; prints what happened as both sandboxes recorded it.
-Exits 1 if a flow did not complete. Stops everything it started, also on Ctrl+C.
+attachment); lets BC pay some posted invoices; prints what happened as both sandboxes recorded it,
+and the operator console's URL. Exits 1 if a flow did not complete. Stops everything it started,
+also on Ctrl+C; with `--keep` (`make run KEEP=1`) it first keeps the stack up until Ctrl+C, so a
+person can look at the console.
 """
 from __future__ import annotations
 
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pay", type=int, default=5, help="posted invoices BC pays (default 5)")
     parser.add_argument("--timeout", type=float, default=240, help="seconds to wait for each flow")
     parser.add_argument("--report-json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep Azurite, the sandboxes and the app running until Ctrl+C (make run KEEP=1)")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -212,9 +216,35 @@ def main(argv: list[str] | None = None) -> int:
             args.report_json.write_text(json.dumps(report, indent=2, default=str))
         if not (ok and paid_ok):
             say(f"\nNOT COMPLETE: some flows did not finish within {args.timeout:.0f}s; the app's log is {log}")
-            return 1
-        say(f"\nAll flows completed in {time.monotonic() - started:.0f}s. The app's log: {log}")
-        return 0
+        else:
+            say(f"\nAll flows completed in {time.monotonic() - started:.0f}s. The app's log: {log}")
+        console = f"{app.url}/api/manage/console"
+        if args.keep:
+            # the key of this local run only (a fresh random one each run), needed to sign in to the console
+            say(f"\nOperator console: {console}\n  function key for this run: {key}\n"
+                "  The stack stays up until Ctrl+C.")
+            keep_running()
+        else:
+            say(f"\nOperator console: {console} (this run has stopped; `make run KEEP=1` keeps it up to look)")
+        return 0 if ok and paid_ok else 1
+
+
+def keep_running() -> None:
+    """Block until Ctrl+C or SIGTERM; the caller's ExitStack then stops everything."""
+    stop = {"now": False}
+
+    def on_signal(signum, frame) -> None:
+        stop["now"] = True
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop["now"]:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        say("Stopping.")
 
 
 def save_audit_trails(connection_string: str, report: dict) -> Path:

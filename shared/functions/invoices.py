@@ -35,8 +35,11 @@ def basware_webhook(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.timer_trigger(arg_name="timer", schedule=timer_schedule("POLL_SCHEDULE"), run_on_startup=False, use_monitor=True)
 def invoice_poll(timer: func.TimerRequest) -> None:
+    from shared.store.runs import recorded
+
     with run_context("invoice_poll"):
-        poll_invoices(runtime())
+        rt = runtime()
+        recorded(rt.storage, "invoice_poll", lambda: poll_invoices(rt))  # the console shows the last run
 
 
 invoice_transfer, invoice_transfer_poison = register_queue_worker(

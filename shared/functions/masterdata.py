@@ -52,7 +52,9 @@ def masterdata_sync(req: func.HttpRequest) -> func.HttpResponse:
         enqueued = masterdata.enqueue_sync(rt, force=force)
         return _json({"status": "accepted", "force": force, "enqueued": enqueued}, 202)
     with run_context("masterdata_sync"):
-        summary = masterdata.sync_all(rt, force=force)
+        from shared.store.runs import recorded
+
+        summary = recorded(rt.storage, "masterdata_import", lambda: masterdata.sync_all(rt, force=force))
     status = {"busy": 409, "failed": 502}.get(summary.status, 200)
     return func.HttpResponse(summary.model_dump_json(), status_code=status, mimetype="application/json")
 
@@ -77,7 +79,9 @@ def masterdata_timer(timer: func.TimerRequest) -> None:
 def _import(rt, raw: str, msg) -> None:
     from shared.flows.masterdata import sync as masterdata
 
-    summary = masterdata.handle_import_message(rt, raw)
+    from shared.store.runs import recorded
+
+    summary = recorded(rt.storage, "masterdata_import", lambda: masterdata.handle_import_message(rt, raw))
     log.info("event=masterdata.run status=%s jobs=%s", summary.status, ",".join(summary.jobs))
 
 

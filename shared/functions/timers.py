@@ -9,6 +9,7 @@ from shared.core.runtime import runtime
 from shared.core.settings import timer_schedule
 from shared.core.telemetry import run_context
 from shared.store.jobs import utcnow
+from shared.store.runs import recorded
 
 
 def register_timer(bp: func.Blueprint, *, name: str, schedule_setting: str,
@@ -17,7 +18,8 @@ def register_timer(bp: func.Blueprint, *, name: str, schedule_setting: str,
 
     def timer(timer: func.TimerRequest) -> None:
         with run_context(name):
-            run(runtime(), utcnow())
+            rt = runtime()
+            recorded(rt.storage, name, lambda: run(rt, utcnow()))  # the console shows the last run
 
     timer.__name__ = name
     return bp.function_name(name)(bp.timer_trigger(arg_name="timer", schedule=timer_schedule(schedule_setting),

@@ -10,6 +10,8 @@
   `value` = the newest BC `lastModifiedDateTime` handled (ISO 8601 text).
 - The index of the BC documents the invoice flow posted (`PostedIndex`, read by the payments
   flow before it reports a payment).
+- BC webhook subscriptions (`SubscriptionRows`): PartitionKey `subscription`, RowKey = BC company id.
+- The last run of each scheduled job (`LastRuns`, for the console): PartitionKey `lastrun`.
 - The master-data company lease (`CompanyLease`): PartitionKey `lease`.
 """
 from __future__ import annotations
@@ -145,6 +147,41 @@ class Watermarks:
 
     def set(self, key: str, value: str) -> None:
         self._storage.table(SYNCSTATE).upsert_entity({"PartitionKey": self.SCOPE, "RowKey": key, "value": value})
+
+
+class SubscriptionRows:
+    """BC webhook subscriptions this connector made, one row per BC company."""
+
+    SCOPE = "subscription"
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def get(self, company_id: str) -> dict | None:
+        try:
+            return dict(self._storage.table(SYNCSTATE).get_entity(self.SCOPE, company_id))
+        except ResourceNotFoundError:
+            return None
+
+    def save(self, company_id: str, **fields) -> None:
+        self._storage.table(SYNCSTATE).upsert_entity({"PartitionKey": self.SCOPE, "RowKey": company_id, **fields})
+
+
+class LastRuns:
+    """One row per scheduled job name, overwritten by each run (shared/store/runs.py writes them)."""
+
+    SCOPE = "lastrun"
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def save(self, name: str, **fields) -> None:
+        self._storage.table(SYNCSTATE).upsert_entity({"PartitionKey": self.SCOPE, "RowKey": name, **fields},
+                                                     mode=UpdateMode.REPLACE)
+
+    def all(self) -> dict[str, dict]:
+        rows = self._storage.table(SYNCSTATE).query_entities("PartitionKey eq @pk", parameters={"pk": self.SCOPE})
+        return {r["RowKey"]: dict(r) for r in rows}
 
 
 class CompanyLease:

@@ -14,6 +14,7 @@ def test_run_command_completes_and_its_report_matches_the_sandboxes(tmp_path):
                              str(report_file)], cwd=ROOT, capture_output=True, text=True, timeout=420,
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "\nOperator console: http://127.0.0.1:" in result.stdout and "/api/manage/console" in result.stdout
     report = json.loads(report_file.read_text())
     recorded = report["recorded"]
 

@@ -327,7 +327,8 @@ MAY_BE_CONDITIONAL = {"BASWARE_API_URL", "BASWARE_TOKEN_URL", "BC_NOTIFICATION_U
 def app_settings() -> tuple[dict[str, Span], dict[str, Span]]:
     """(always set, set only under a condition), as the app's `sites/config` resource applies them."""
     api = bicep(API)
-    configs = [d for f in all_bicep() for d in f.find("resource", head="Microsoft.Web/sites/config")]
+    configs = [d for f in all_bicep() for d in f.find("resource", head="Microsoft.Web/sites/config")
+               if d.body["name"].literal() != "authsettingsV2"]  # sign-in settings, not app settings
     assert len(configs) == 1 and configs[0].body["name"].literal() == "appsettings", \
         "exactly one Microsoft.Web/sites/config 'appsettings' resource (in app/api.bicep) sets app settings"
     assert configs[0].body["properties"].text == "union(appSettings, optionalAppSettings)"
@@ -802,6 +803,42 @@ def test_alerts_watch_dead_letters_failed_transfers_and_throttling():
     code = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "shared").rglob("*.py"))
     assert "event=job.dead_lettered" in code and "event=http.throttled" in code
 
+
+
+def test_operator_sign_in_guards_every_route_but_the_webhooks_and_health():
+    """Entra ID sign-in (App Service authentication) in front of the console and the records routes;
+    the routes Basware and BC call, which carry no Entra token, are left to their own checks."""
+    main = bicep(MAIN)
+    module = main.one("module", "auth")
+    assert module.head == "app/auth.bicep" and module.conditional
+    assert "module auth 'app/auth.bicep' = if (!empty(consoleClientId))" in main.text
+    given = module.body["params"]
+    assert given["clientId"].text == "consoleClientId" and given["tenantId"].text == "tenant().tenantId"
+    assert given["functionAppName"].text == "api.outputs.name"
+    auth = bicep(INFRA / "app" / "auth.bicep").one("resource", head="Microsoft.Web/sites/config").body
+    assert auth["name"].literal() == "authsettingsV2" and auth["parent"].text == "functionApp"
+    props = auth["properties"]
+    assert props["platform"]["enabled"].literal() is True
+    validation = props["globalValidation"]
+    assert validation["requireAuthentication"].literal() is True
+    assert validation["unauthenticatedClientAction"].literal() == "RedirectToLoginPage"
+    excluded = {item.literal() for item in validation["excludedPaths"].items()}
+    # the anonymous routes of the code: the webhooks, and the console's page shell (data-free; it
+    # must stay behind sign-in, its data routes need the function key as well)
+    code = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "shared" / "functions").glob("*.py"))
+    anonymous = set(re.findall(r'route="([^"]+)"[^)]*auth_level=func\.AuthLevel\.ANONYMOUS', code))
+    assert anonymous == {"basware/webhook", "bc/notifications", "manage/console", "manage/console/assets/{name}"}
+    assert excluded == {"/api/basware/webhook", "/api/bc/notifications", "/api/health"}
+    assert not any(path.startswith("/api/manage") for path in excluded)
+    aad = props["identityProviders"]["azureActiveDirectory"]
+    assert aad["enabled"].literal() is True and aad["registration"]["clientId"].text == "clientId"
+    assert "tenantId" in aad["registration"]["openIdIssuer"].text
+    assert "clientSecretSettingName" not in aad["registration"].members(), "no secret to store or rotate"
+    assert props["httpSettings"]["requireHttps"].literal() is True
+    params = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert params["consoleClientId"]["value"] == "${CONSOLE_CLIENT_ID}"
+    doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "## Operator sign-in" in doc and "/.auth/login/aad/callback" in doc and "CONSOLE_CLIENT_ID" in doc
 
 # ------------------------------------------------------------ files hang together ---------------
 

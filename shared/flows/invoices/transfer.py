@@ -208,8 +208,12 @@ class _Transfer:
             self.release(state=FAILED, last_error=f"companyCode {doc.company_code} is not in COMPANY_MAP")
             self.audit("read_document", "skipped", f"companyCode {doc.company_code} is not mapped to a BC company")
             return "unmapped_company"
-        if self.job.get("bc_company_id") != company or self.job.get("company_code") != doc.company_code:
-            self.update(bc_company_id=company, company_code=doc.company_code or "")
+        # invoice number and supplier on the row from the first read: operators search by them, also
+        # for an invoice rejected before a BC draft (and its vendor_document_number) existed
+        seen = {"bc_company_id": company, "company_code": doc.company_code or "",
+                "invoice_number": doc.invoice_number or "", "supplier_code": doc.supplier_code or ""}
+        if any((self.job.get(k) or "") != v for k, v in seen.items()):
+            self.update(**seen)
 
         ledger_cache(self.rt.bc).get(company)  # BC unreachable or refusing us: stop before acknowledging
         resumed = self.job.get("create_round") == self.round  # a draft of ours may exist from an earlier try

@@ -38,16 +38,15 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
 
 from shared.clients.bc import CREDIT_MEMOS, INVOICES, odata_literal
 from shared.core.errors import JobBusy, PermanentError, TransientError
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, job_id, utcnow
-from shared.store.syncstate import PostedIndex
+from shared.store.syncstate import PostedIndex, Watermarks
 from shared.models.basware import PaymentResponse
 from shared.models.bc import PurchaseDocument
 from shared.models.messages import CallbackMessage, PaymentCheckMessage
-from shared.store.storage import BASWARE_CALLBACKS, JOBS, PAYMENT_CHECKS, SYNCSTATE
+from shared.store.storage import BASWARE_CALLBACKS, JOBS, PAYMENT_CHECKS
 
 log = logging.getLogger("ml_connector.payments")
 
@@ -58,7 +57,6 @@ RESPONDING = "responding"  # the send is queued on basware-callbacks
 PAID = "Paid"
 SOURCE_SYSTEM = "Business Central"
 
-WATERMARK_SCOPE = "watermark"  # syncstate: payments-<company>-<entity> -> lastModifiedDateTime seen
 POLL_LOOKBACK = timedelta(days=7)   # first poll of a company: how far back to look
 POLL_OVERLAP = timedelta(minutes=5)  # re-read a little before the watermark: late commits are not lost
 STALE_RESPONDING = timedelta(minutes=30)  # a queued send not done by then is queued again
@@ -292,10 +290,7 @@ def find_posted_document(rt, bc_document_id: str) -> PostedDocument | None:
 
 # -- detection: poll -------------------------------------------------------------------------------------
 def _watermark_value(rt, key: str) -> str | None:
-    try:
-        return rt.storage.table(SYNCSTATE).get_entity(WATERMARK_SCOPE, key).get("value")
-    except ResourceNotFoundError:
-        return None
+    return Watermarks(rt.storage).get(key)
 
 
 def _watermark(rt, key: str) -> datetime | None:
@@ -303,8 +298,7 @@ def _watermark(rt, key: str) -> datetime | None:
 
 
 def _set_watermark(rt, key: str, value: datetime | str) -> None:
-    rt.storage.table(SYNCSTATE).upsert_entity({"PartitionKey": WATERMARK_SCOPE, "RowKey": key,
-                                               "value": value if isinstance(value, str) else iso_ms(value)})
+    Watermarks(rt.storage).set(key, value if isinstance(value, str) else iso_ms(value))
 
 
 def iso_ms(moment: datetime) -> str:

@@ -14,18 +14,16 @@ import logging
 import re
 from datetime import datetime, timedelta
 
-from azure.core.exceptions import ResourceNotFoundError
 
 from shared.clients.bc import INVOICES
 from shared.core.errors import ConnectorError, PermanentError
 from shared.store.jobs import job_id, utcnow
 from shared.flows.payments.respond import parse_time
-from shared.store.storage import SYNCSTATE
+from shared.store.syncstate import SubscriptionRows
 
 log = logging.getLogger("ml_connector.subscriptions")
 
 KIND = "subscription"
-SCOPE = "subscription"
 RENEW_WITHIN = timedelta(days=1)
 _RESOURCE = re.compile(r"companies\(([0-9a-fA-F-]{36})\)/([A-Za-z]+)/?$")
 
@@ -51,17 +49,13 @@ def needs_renewal(subscription: dict, now: datetime) -> bool:
 
 
 def _stored(rt, company_id: str) -> dict | None:
-    try:
-        return dict(rt.storage.table(SYNCSTATE).get_entity(SCOPE, company_id))
-    except ResourceNotFoundError:
-        return None
+    return SubscriptionRows(rt.storage).get(company_id)
 
 
 def _store(rt, company_id: str, subscription: dict, now: datetime) -> None:
-    rt.storage.table(SYNCSTATE).upsert_entity({
-        "PartitionKey": SCOPE, "RowKey": company_id, "subscription_id": subscription.get("subscriptionId"),
-        "expiration": subscription.get("expirationDateTime"), "resource": subscription.get("resource"),
-        "notification_url": subscription.get("notificationUrl"), "checked": now})
+    SubscriptionRows(rt.storage).save(
+        company_id, subscription_id=subscription.get("subscriptionId"), expiration=subscription.get("expirationDateTime"),
+        resource=subscription.get("resource"), notification_url=subscription.get("notificationUrl"), checked=now)
 
 
 def ensure_subscriptions(rt, now: datetime | None = None) -> dict[str, str]:

@@ -6,7 +6,7 @@
 The real function_app.py under devhost (`python -m devhost --no-timers --no-queues`, its own
 process) with a fresh Azurite: each request carries a validly signed `AccountingDocuments` task
 (HMAC-SHA256, hex) for a distinct document id, so each is verified, parsed and enqueued on
-`invoice-transfers` (one Azurite round trip) and answered 202. Queue triggers are off so that the
+`invoice-transfers` (one Azurite round trip) and answered 200. Queue triggers are off so that the
 figures are the intake's alone (in Azure the workers would not share the HTTP instance's CPU
 either). Each load level gets a fresh Azurite and app, so that none inherits the queue the previous
 levels filled (Azurite slows down with a queue's depth, Azure does not, and in Azure the workers
@@ -228,11 +228,11 @@ def _level(measure) -> dict:
 
 
 def _queue_line(row: dict) -> str:
-    accepted, queued = row["statuses"].get(202, 0), row["queued"]
+    accepted, queued = row["statuses"].get(200, 0), row["queued"]
     if queued == accepted:
-        return f"{queued} messages queued for {accepted} answers 202"
+        return f"{queued} messages queued for {accepted} answers 200"
     unavailable = row["statuses"].get(503, 0)
-    return (f"{queued} messages queued for {accepted} answers 202 and {unavailable} answers 503 (a 503 whose "
+    return (f"{queued} messages queued for {accepted} answers 200 and {unavailable} answers 503 (a 503 whose "
             "enqueue landed after its timeout leaves a message too; Basware redelivers, the job id dedupes)")
 
 

@@ -97,6 +97,11 @@ def classify(status: int, code: str | None = None, system: str | None = None) ->
 NETWORK_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{parts.port or ''}"
+
+
 class TokenProvider(Protocol):
     def token(self) -> str: ...
     def invalidate(self, token: str) -> None: ...
@@ -255,6 +260,11 @@ class ApiClient:
     def _send(self, method, url, *, json, content, params, headers, redirect_without_auth, timeout):
         hdrs = dict(headers or {})
         token = ""
+        if self.tokens is not None and _origin(url) != _origin(self.base_url):
+            # An @odata.nextLink or a Location comes from the server's answer: the bearer token goes
+            # only to the configured host, never to wherever an answer points.
+            raise PermanentError(f"{self.system}: refusing to send credentials to {_origin(url)}, which is not the "
+                                 f"configured {_origin(self.base_url)}", system=self.system)
         if self.tokens is not None:
             token = self.tokens.token()
             hdrs["Authorization"] = f"Bearer {token}"

@@ -261,6 +261,20 @@ def test_redirect_is_followed_without_the_authorization_header(api):
     assert response.redirected_from.headers["x-amz-meta-continuationtoken"] == "abc"
 
 
+def test_a_link_to_another_host_never_gets_the_bearer_token(api):
+    app, base = api
+    other = FakeApi()
+    server = SandboxServer(other).start()  # another host: same fake, another port
+    try:
+        client, _ = make_client(base)
+        with pytest.raises(PermanentError, match="refusing to send credentials"):
+            client.request("GET", f"{server.base_url}/data")  # as an @odata.nextLink pointing elsewhere
+        assert other.calls.find(path="^/data$") == []
+        assert client.request("GET", f"{base}/data").json() == {"ok": True}  # the configured host: fine
+    finally:
+        server.stop()
+
+
 def test_concurrency_is_bounded(api):
     app, base = api
     client, _ = make_client(base, max_concurrency=3)

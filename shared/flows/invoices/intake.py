@@ -18,7 +18,7 @@ import json
 import logging
 from typing import Any, Callable, Mapping
 
-from shared.models.basware import WebhookTask
+from shared.models.basware import WebhookTask, is_invoice_id
 from shared.models.messages import InvoiceTransferMessage
 from shared.core.secrets import Secret
 
@@ -26,8 +26,7 @@ log = logging.getLogger("ml_connector.webhook")
 
 SIGNATURE_HEADER = "X-BWAPI-Signature-256"
 MAX_BODY_BYTES = 1024 * 1024
-# Basware's invoiceId is at most 36 characters (AccountingDocumentEntity in Basware's P2P OpenAPI);
-# anything far longer cannot be one, and would not fit a queue message (64 KB) either.
+# Anything far longer than a Basware id cannot be one, and would not fit a queue message (64 KB).
 MAX_DOCUMENT_ID = 256
 # Basware's subscription OpenAPI example misspells the task type (POST /v1/subscriptions, taskType).
 ACCOUNTING_DOCUMENT_TASKS = frozenset({"accountingdocuments", "accoutingdocuments"})
@@ -142,8 +141,8 @@ def handle_webhook(body: bytes, headers: Mapping[str, str], secret: Secret | str
         log.info("event=webhook.ignored task_sub_type=%s", task.task_sub_type)
         return 200, {"status": "ignored", "reason": f"taskSubType {task.task_sub_type!r} is not handled"}
 
-    if not _plausible_id(document_id):  # else it fails as a queue message, and a 503 makes Basware resend it
-        return 400, {"error": "documentId is not a Basware invoice id"}
+    if not is_invoice_id(document_id):  # it goes into URLs and keys: never `/`, `?`, `#` or `..`
+        return 400, {"error": "documentId is not a Basware invoice id (1-36 letters, digits or hyphens)"}
     task_id = task.task_id if _plausible_id(task.task_id) else None  # informational only
     message = InvoiceTransferMessage(invoice_id=document_id, source="webhook", task_id=task_id)
     try:
@@ -152,4 +151,6 @@ def handle_webhook(body: bytes, headers: Mapping[str, str], secret: Secret | str
         log.error("event=webhook.enqueue_failed error=%s", type(exc).__name__)
         return 503, {"error": "queue unavailable, retry later"}
     log.info("event=webhook.accepted invoice_id=%s task_id=%s", document_id, task.task_id)
-    return 202, {"status": "accepted", "invoiceId": document_id}
+    # 200, not 202: the callback of POST /v1/subscriptions in Basware's push-notification OpenAPI
+    # documents 200 ("Successful Response") and 422 only.
+    return 200, {"status": "accepted", "invoiceId": document_id}

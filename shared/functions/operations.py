@@ -59,14 +59,12 @@ def records_list(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def record_show(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.ops.admin import show_record
+    from shared.ops.admin import lookup_record
 
     rt = _runtime()
     kind, id = req.route_params.get("kind", ""), req.route_params.get("id", "")
-    record = show_record(rt.jobs, rt.audit, kind, id, scrub=_scrubber(rt))
-    if record is None:
-        return _json({"error": f"no {kind} record with id {id}"}, 404)
-    return _json(record)
+    status, body = lookup_record(rt.jobs, rt.audit, kind, id, scrub=_scrubber(rt))
+    return _json(body, status)
 
 
 def record_replay(req: func.HttpRequest) -> func.HttpResponse:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, JobStore
+from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, JobStore, job_id
 from shared.core.telemetry import log_context, log_event
 from shared.models.messages import parse_message
 
@@ -94,6 +94,44 @@ def show_record(jobs: JobStore, audit, kind: str, id: str,
     return record
 
 
+# -- finding a record by the ids people hold -------------------------------------------------------
+# What an AP clerk or operator has in hand: Basware's invoice id or invoice number, the BC document
+# number or id. Job ids derive from the source id, so the Basware invoice id (invoice jobs) and the
+# BC document id (payment jobs) are one point read; the rest is a filter over the flow's partition.
+LOOKUP_FIELDS = ("invoice_id", "basware_id", "invoice_number", "vendor_document_number", "bc_number", "bc_id")
+_DERIVED = {"invoice", "payment"}  # kinds whose job id is job_id(kind, <source id>)
+_KEY_FORBIDDEN = set('/\\#?') | {chr(c) for c in range(32)}  # not allowed in a Table key
+
+
+def find_records(jobs: JobStore, kind: str, ref: str, limit: int = 20) -> list[Job]:
+    """The job `ref` names: its job id, its source id, or an id or number stored on it (all matches)."""
+    ref = (ref or "").strip()
+    if not ref or len(ref) > 256:
+        return []
+    if not _KEY_FORBIDDEN & set(ref):
+        for candidate in (ref, job_id(kind, ref) if kind in _DERIVED else None):
+            job = jobs.get(kind, candidate) if candidate else None
+            if job is not None:
+                return [job]
+    return jobs.find(kind, LOOKUP_FIELDS, ref, limit)
+
+
+def lookup_record(jobs: JobStore, audit, kind: str, ref: str,
+                  scrub: Callable[[str], str] = lambda text: text) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for `records/{kind}/{ref}`: 200 the record, 300 the matches when `ref` (an
+    invoice number, say) names several, 404 when it names none."""
+    found = find_records(jobs, kind, ref)
+    if not found:
+        return 404, {"error": f"no {kind} record with job id, source id, invoice number or BC number {ref!r}"}
+    if len(found) > 1:
+        return 300, {"error": f"{len(found)} {kind} records match {ref!r}: open one by its job id",
+                     "matches": [summarise(j) for j in found]}
+    record = show_record(jobs, audit, kind, found[0].id, scrub)
+    if found[0].id != ref:
+        record["found_by"] = ref
+    return 200, record
+
+
 def _clean(value: Any, scrub: Callable[[str], str]) -> Any:
     value = _json_value(value)
     return scrub(value) if isinstance(value, str) else value
@@ -102,13 +140,13 @@ def _clean(value: Any, scrub: Callable[[str], str]) -> Any:
 # -- replay ------------------------------------------------------------------------------------------
 @dataclass
 class ReplayOutcome:
-    status: str  # enqueued | already_pending | already_done | busy | not_replayable | unreadable | not_found
+    status: str  # enqueued | already_pending | already_done | busy | not_replayable | unreadable | not_found | ambiguous
     message: str
     job: dict[str, Any] | None = None
     enqueued: dict[str, Any] | None = field(default=None, repr=False)
 
     HTTP = {"enqueued": 202, "already_pending": 200, "already_done": 409, "busy": 409,
-            "not_replayable": 409, "unreadable": 422, "not_found": 404}
+            "not_replayable": 409, "unreadable": 422, "not_found": 404, "ambiguous": 300}
 
     @property
     def http_status(self) -> int:
@@ -132,7 +170,13 @@ def replay_pending(job: Job, now: datetime) -> bool:
 
 def replay_record(rt, kind: str, id: str, *, requested_by: str = "operator",
                   now: Callable[[], datetime] = _utcnow) -> ReplayOutcome:
-    """Re-enqueue a failed or dead-lettered job's stored message. Safe to call twice."""
+    """Re-enqueue a failed or dead-lettered job's stored message. Safe to call twice. `id` may be
+    any id `find_records` understands; one that names several records replays none."""
+    found = find_records(rt.jobs, kind, id)
+    if len(found) > 1:
+        return ReplayOutcome("ambiguous", f"{len(found)} {kind} records match {id!r}; replay one by its job id: "
+                             + ", ".join(j.id for j in found[:10]))
+    id = found[0].id if found else id
     with log_context(job_id=id, kind=kind):
         outcome = _replay(rt, kind, id, requested_by, now)
         log_event(log, "admin.replay", status=outcome.status, by=requested_by)

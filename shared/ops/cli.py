@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -65,16 +66,14 @@ class Remote:
             raise Failed(body.get("error") or f"HTTP {code}")
         return body["records"]
 
-    def show_record(self, kind, id) -> dict | None:
-        code, body = self._call("GET", f"{RECORDS_ROUTE}/{kind}/{id}")
-        if code == 404:
-            return None
-        if code != 200:
+    def show_record(self, kind, id) -> tuple[int, dict]:
+        code, body = self._call("GET", f"{RECORDS_ROUTE}/{kind}/{quote(id, safe='')}")
+        if code not in (200, 300, 404):
             raise Failed(body.get("error") or f"HTTP {code}")
-        return body
+        return code, body
 
     def replay_record(self, kind, id) -> tuple[int, dict]:
-        return self._call("POST", f"{RECORDS_ROUTE}/{kind}/{id}/replay")
+        return self._call("POST", f"{RECORDS_ROUTE}/{kind}/{quote(id, safe='')}/replay")
 
     def masterdata_sync(self, force: bool) -> tuple[int, dict]:
         return self._call("POST", MASTERDATA_ROUTE, {"force": "true" if force else "false"})
@@ -106,10 +105,10 @@ class Local:
         from shared.ops.admin import list_records
         return list_records(self.rt.jobs, kind, status, limit)
 
-    def show_record(self, kind, id) -> dict | None:
-        from shared.ops.admin import show_record
+    def show_record(self, kind, id) -> tuple[int, dict]:
+        from shared.ops.admin import lookup_record
         from shared.core.secrets import Scrubber
-        return show_record(self.rt.jobs, self.rt.audit, kind, id, scrub=Scrubber(self.settings.secret_values()))
+        return lookup_record(self.rt.jobs, self.rt.audit, kind, id, scrub=Scrubber(self.settings.secret_values()))
 
     def replay_record(self, kind, id) -> tuple[int, dict]:
         from shared.ops.admin import replay_record
@@ -217,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                          ("replay", "re-enqueue a failed or dead-lettered job (safe to repeat)")):
         sub = records.add_parser(action, parents=[common], help=text)
         sub.add_argument("kind")
-        sub.add_argument("id")
+        sub.add_argument("id", help="the job id, the Basware invoice id or invoice number, or the BC document number or id")
 
     masterdata = commands.add_parser("masterdata", help="BC -> Basware master data").add_subparsers(
         dest="action", required=True)
@@ -265,9 +264,12 @@ def _run(args, backend, as_json: bool, out) -> int:
         _emit(records, out) if as_json else print_list(records, out)
         return 0
     if args.command == "records" and args.action == "show":
-        record = backend.show_record(args.kind, args.id)
-        if record is None:
-            raise Failed(f"no {args.kind} record with id {args.id}")
+        status, record = backend.show_record(args.kind, args.id)
+        if status == 404:
+            raise Failed(record.get("error") or f"no {args.kind} record with id {args.id}")
+        if status == 300:  # an invoice number that several invoices carry: list them
+            _emit(record, out) if as_json else (print(record["error"], file=out), print_list(record["matches"], out))
+            return 1
         _emit(record, out) if as_json else print_record(record, out)
         return 0
     if args.command == "records" and args.action == "replay":

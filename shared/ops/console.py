@@ -267,12 +267,11 @@ def record_view(jobs, audit, kind: str, id: str, *, scrub: Callable[[str], str] 
     """The records API's record (shared/ops/admin.py `show_record`, unchanged) plus what the page
     shows at the top: both sides' ids, links, the message the clerk was sent, and whether the
     records API would replay it now (`replay_pending`, the same rule `replay_record` applies).
-    `id` may be the job id or, for an invoice, the Basware invoice id."""
-    from shared.ops.admin import REPLAYABLE, replay_pending, show_record
+    `id` may be any id the records API resolves (`find_records`); the first match is shown."""
+    from shared.ops.admin import REPLAYABLE, find_records, replay_pending, show_record
 
-    record = show_record(jobs, audit, kind, id, scrub=scrub)
-    if record is None and kind == "invoice":
-        record = show_record(jobs, audit, kind, job_id("invoice", id), scrub=scrub)
+    found = find_records(jobs, kind, id)
+    record = show_record(jobs, audit, kind, found[0].id, scrub=scrub) if found else None
     job = jobs.get(kind, record["id"]) if record is not None else None
     if record is None or job is None:
         return None

@@ -208,6 +208,20 @@ class JobStore:
                 return
             yield _to_job(entity)
 
+    def find(self, kind: str, fields: tuple[str, ...], value: str, limit: int = 20) -> list[Job]:
+        """Jobs of `kind` where any of `fields` equals `value` (a filter over one partition, for
+        operators' look-ups: Table Storage indexes only the keys)."""
+        clause = " or ".join(f"{name} eq @value" for name in fields)
+        # the SDK substitutes `@name` only between spaces, so the parentheses stand apart
+        rows = self._table.query_entities(f"PartitionKey eq @kind and ( {clause} )",
+                                          parameters={"kind": kind, "value": value}, results_per_page=limit)
+        found = []
+        for row in rows:
+            found.append(_to_job(row))
+            if len(found) >= limit:
+                break
+        return found
+
     def delete(self, job: Job) -> None:
         self._table.delete_entity(job.kind, job.id)
 

@@ -11,7 +11,7 @@ import time
 import httpx
 
 from sandbox import seed
-from shared.ops.admin import list_records, replay_record, show_record
+from shared.ops.admin import list_records, lookup_record, replay_record, show_record
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, job_id
 from shared.models.messages import CallbackMessage, InvoiceTransferMessage
 from shared.store.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, POISON_SUFFIX
@@ -197,6 +197,42 @@ def test_refused_replays_say_why_and_concurrent_replays_enqueue_one_message(rt):
         t.join(30)
     assert sorted(results) == ["already_pending"] * 5 + ["enqueued"]
     assert queued(rt, INVOICE_TRANSFERS) == 1
+
+
+# -- by the ids people hold --------------------------------------------------------------------------------------
+def test_a_record_opens_by_every_id_an_operator_or_clerk_holds(env, rt, basware_sandbox, bc_sandbox):
+    good = seed.approved_invoices(1)[0]
+    twin = dict(good, invoiceId=seed.stable_uuid("admin-twin", good["invoiceId"]), transferResponses=[])
+    twin.pop("voucherNumber1", None)  # the same invoice number again: BC refuses to post it twice
+    broken = unknown_vendor_invoice()
+    only(basware_sandbox, [good, broken])
+    transfer(rt, good, broken)
+    basware_sandbox.add_document(twin)
+    transfer(rt, twin)
+    bc_doc = next(d for d in bc_sandbox.documents.values() if d.vendor_document_number == good["invoiceNumber"].upper()
+                  and d.posted)
+
+    for ref in (invoice_id_of(good), good["invoiceId"], bc_doc.number, bc_doc.id):
+        status, record = lookup_record(rt.jobs, rt.audit, "invoice", ref)
+        assert status == 200 and record["id"] == invoice_id_of(good), (ref, status, record.get("error"))
+        assert record["trail"] and record.get("found_by", ref) == ref
+    status, record = lookup_record(rt.jobs, rt.audit, "invoice", broken["invoiceNumber"])
+    assert status == 200 and record["id"] == invoice_id_of(broken)
+
+    # an invoice number two Basware documents carry: both are listed, neither is picked
+    status, answer = lookup_record(rt.jobs, rt.audit, "invoice", good["invoiceNumber"])
+    assert status == 300 and {m["id"] for m in answer["matches"]} == {invoice_id_of(good), invoice_id_of(twin)}
+    outcome = replay_record(rt, "invoice", good["invoiceNumber"])
+    assert (outcome.status, outcome.http_status) == ("ambiguous", 300) and queued(rt, INVOICE_TRANSFERS) == 0
+    # ... and the failed one replays by its Basware id, as a clerk would give it
+    assert replay_record(rt, "invoice", twin["invoiceId"]).status == "enqueued"
+
+    for ref in ("no-such-id", "../../x", "a/b", "inv#1", ""):
+        assert lookup_record(rt.jobs, rt.audit, "invoice", ref)[0] == 404
+    code, out = cli(env, "records", "show", "invoice", good["invoiceNumber"])
+    assert code == 1 and "2 invoice records match" in out and invoice_id_of(twin) in out
+    code, out = cli(env, "--json", "records", "show", "invoice", bc_doc.number)
+    assert code == 0 and json.loads(out)["id"] == invoice_id_of(good)
 
 
 # -- the CLI ------------------------------------------------------------------------------------------------------

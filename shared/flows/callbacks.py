@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from shared.models.messages import CallbackMessage
 from shared.flows.invoices.responses import SENDER_LEASE_SECONDS, send_transfer_response
+from shared.core.runtime import Runtime
 
 
-def handle_callback(rt, message: CallbackMessage, dequeue_count: int = 1, max_dequeue_count: int = 5, *,
+def handle_callback(rt: Runtime, message: CallbackMessage, dequeue_count: int = 1, max_dequeue_count: int = 5, *,
                     lease_seconds: float = SENDER_LEASE_SECONDS) -> str:
     if message.kind == "transfer":
         return send_transfer_response(rt, message, dequeue_count, max_dequeue_count, lease_seconds=lease_seconds)

@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 import azure.functions as func
+from shared.core.runtime import Runtime
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.console")
@@ -118,7 +119,7 @@ def console_record(req: func.HttpRequest) -> func.HttpResponse:
     return _json(record)
 
 
-def _company_name(rt, company_id: str) -> str | None:
+def _company_name(rt: Runtime, company_id: str) -> str | None:
     """The BC company's name for the web client link, read once per process (`GET companies(id)`)."""
     with _names_lock:
         if company_id in _company_names:
@@ -134,6 +135,6 @@ def _company_name(rt, company_id: str) -> str | None:
     return name
 
 
-def _scrubber(rt):
+def _scrubber(rt: Runtime):
     from shared.store.audit import Scrubber
     return Scrubber(rt.settings.secret_values())

@@ -19,6 +19,7 @@ from shared.core.telemetry import run_context
 from shared.functions.queue_workers import register_queue_worker
 from shared.store.storage import MASTERDATA_IMPORTS
 from shared.core.settings import timer_schedule
+from shared.core.runtime import Runtime
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.masterdata")
@@ -76,7 +77,7 @@ def masterdata_timer(timer: func.TimerRequest) -> None:
         log.info("event=masterdata.scheduled companies=%d", len(enqueued))
 
 
-def _import(rt, raw: str, msg) -> None:
+def _import(rt: Runtime, raw: str, msg) -> None:
     from shared.flows.masterdata import sync as masterdata
 
     from shared.store.runs import recorded

@@ -21,6 +21,7 @@ import logging
 import azure.functions as func
 
 from shared.core.settings import timer_schedule
+from shared.core.runtime import Runtime
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.operations")
@@ -94,6 +95,6 @@ def retention(timer: func.TimerRequest) -> None:
         purge(_runtime())
 
 
-def _scrubber(rt):
+def _scrubber(rt: Runtime):
     from shared.core.secrets import Scrubber
     return Scrubber(rt.settings.secret_values())

@@ -13,6 +13,7 @@ from shared.functions.queue_workers import register_queue_worker
 from shared.models.messages import PaymentCheckMessage
 from shared.store.storage import PAYMENT_CHECKS
 from shared.functions.timers import register_timer
+from shared.core.runtime import Runtime
 
 bp = func.Blueprint()
 log = logging.getLogger("ml_connector.functions.payments")
@@ -35,7 +36,7 @@ def bc_notifications(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(answer.body, status_code=answer.status, mimetype=answer.mimetype)
 
 
-def _check(rt, message, msg) -> None:
+def _check(rt: Runtime, message, msg) -> None:
     from shared.flows.payments.respond import check_payment
 
     log.info("event=payments.check outcome=%s", check_payment(rt, message))

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, JobStore, job_id
 from shared.core.telemetry import log_context, log_event
 from shared.models.messages import parse_message
+from shared.core.runtime import Runtime
 
 log = logging.getLogger("ml_connector.admin")
 
@@ -168,7 +169,7 @@ def replay_pending(job: Job, now: datetime) -> bool:
     return not (isinstance(dead, datetime) and dead > requested)
 
 
-def replay_record(rt, kind: str, id: str, *, requested_by: str = "operator",
+def replay_record(rt: Runtime, kind: str, id: str, *, requested_by: str = "operator",
                   now: Callable[[], datetime] = _utcnow) -> ReplayOutcome:
     """Re-enqueue a failed or dead-lettered job's stored message. Safe to call twice. `id` may be
     any id `find_records` understands; one that names several records replays none."""
@@ -183,7 +184,7 @@ def replay_record(rt, kind: str, id: str, *, requested_by: str = "operator",
         return outcome
 
 
-def _replay(rt, kind: str, id: str, requested_by: str, now: Callable[[], datetime]) -> ReplayOutcome:
+def _replay(rt: Runtime, kind: str, id: str, requested_by: str, now: Callable[[], datetime]) -> ReplayOutcome:
     jobs: JobStore = rt.jobs
     for _ in range(5):
         job = jobs.get(kind, id)

@@ -25,6 +25,7 @@ from shared.core import metrics
 from shared.core.secrets import Scrubber
 from shared.core.errors import ConnectorError
 from shared.core.telemetry import log_event, scrub as scrub_log
+from shared.core.runtime import Runtime
 
 log = logging.getLogger("ml_connector.health")
 
@@ -107,7 +108,7 @@ def _company_check(bc, company_id: str, timeout: float) -> Callable[[], dict]:
     return check
 
 
-def check_health(rt, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+def check_health(rt: Runtime, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """`{status, failed, checks: {name: {ok, ms, error?}}, ms, counters}`; status "ok" or "unhealthy"."""
     started = time.monotonic()
     checks: dict[str, Callable[[], dict | None]] = {

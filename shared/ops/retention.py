@@ -22,6 +22,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from shared.store.jobs import DONE, FAILED, JobStore, utcnow
 from shared.store.storage import JOBS
 from shared.core.telemetry import log_event
+from shared.core.runtime import Runtime
 
 log = logging.getLogger("ml_connector.retention")
 
@@ -43,7 +44,7 @@ class RetentionReport:
                 "skipped_changed": self.skipped_changed, "deleted_by_kind": dict(self.deleted_by_kind)}
 
 
-def purge(rt, *, now: Callable[[], datetime] = utcnow, days: int | None = None) -> RetentionReport:
+def purge(rt: Runtime, *, now: Callable[[], datetime] = utcnow, days: int | None = None) -> RetentionReport:
     """One retention run. `now` is injectable (tests); `days` defaults to RETENTION_DAYS."""
     days = days if days is not None else rt.settings.retention_days
     cutoff = now() - timedelta(days=days)

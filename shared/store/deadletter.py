@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, job_id, utcnow
 from shared.store.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, MASTERDATA_IMPORTS, PAYMENT_CHECKS, POISON_SUFFIX
+from shared.core.runtime import Runtime
 
 log = logging.getLogger("ml_connector.deadletter")
 
@@ -60,7 +61,7 @@ def job_for_message(queue: str, message: dict | None, text: str) -> tuple[str, s
     return kind, job_id("poison", queue, hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
-def dead_letter(rt, queue: str, raw_body: str | bytes, reason: str = "", *, kind: str | None = None,
+def dead_letter(rt: Runtime, queue: str, raw_body: str | bytes, reason: str = "", *, kind: str | None = None,
                 job: str | None = None) -> Job | None:
     """Turn one poison message into a dead-lettered job (or an audit note, see the module doc)."""
     if queue.endswith(POISON_SUFFIX):

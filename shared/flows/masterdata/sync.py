@@ -46,6 +46,7 @@ from shared.store.syncstate import CompanyLease, HashStore, Stored
 from shared.models.basware import RequestStatus
 from shared.models.messages import MasterdataImportMessage
 from shared.store.storage import MASTERDATA_IMPORTS
+from shared.core.runtime import Runtime
 
 log = logging.getLogger("ml_connector.masterdata")
 
@@ -414,7 +415,7 @@ RUNNING = "running"
 RETRYING = "retrying"  # a queued run that the queue will deliver again (not terminal)
 
 
-def sync_company(rt, company_id: str, *, force: bool = False, entities: list[str] | None = None,
+def sync_company(rt: Runtime, company_id: str, *, force: bool = False, entities: list[str] | None = None,
                  run_stamp: str | None = None, message: MasterdataImportMessage | None = None,
                  options: SyncOptions | None = None, queued: bool = False, replay: bool = False) -> SyncSummary:
     """Import one BC company's master data into Basware: one job, one run.
@@ -500,7 +501,7 @@ def _counts_text(c: Counts) -> str:
     return " ".join(f"{k}={v}" for k, v in c.model_dump().items() if k in Counts.model_fields)
 
 
-def sync_all(rt, *, force: bool = False, entities: list[str] | None = None,
+def sync_all(rt: Runtime, *, force: bool = False, entities: list[str] | None = None,
              options: SyncOptions | None = None) -> SyncSummary:
     """Every mapped BC company, one after the other, in this process (the synchronous HTTP route)."""
     run_stamp = _stamp()
@@ -509,7 +510,7 @@ def sync_all(rt, *, force: bool = False, entities: list[str] | None = None,
     return SyncSummary.combine(run_stamp, force, parts)
 
 
-def enqueue_sync(rt, *, force: bool = False, entities: list[str] | None = None) -> list[dict]:
+def enqueue_sync(rt: Runtime, *, force: bool = False, entities: list[str] | None = None) -> list[dict]:
     """One `masterdata-imports` message per company (timer, and the HTTP route with async=true)."""
     out = []
     for cid in rt.settings.bc_companies():
@@ -535,7 +536,7 @@ def job_for_message(raw: str) -> str | None:
     return job_id(KIND, message.company_id, _stamp(message.enqueued_at))
 
 
-def handle_import_message(rt, raw: str, options: SyncOptions | None = None) -> SyncSummary:
+def handle_import_message(rt: Runtime, raw: str, options: SyncOptions | None = None) -> SyncSummary:
     """The `masterdata-imports` worker. The job id comes from the message (company and
     enqueued_at), so a redelivery resumes the same job and an operator's replay
     (`source=replay`) re-runs it. Raises TransientError when a retry can help (Basware or BC

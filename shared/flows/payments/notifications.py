@@ -32,6 +32,7 @@ from shared.clients.bc import INVOICES
 from shared.store.jobs import job_id
 from shared.models.messages import PaymentCheckMessage
 from shared.store.storage import PAYMENT_CHECKS
+from shared.core.runtime import Runtime
 
 log = logging.getLogger("ml_connector.notifications")
 
@@ -149,7 +150,7 @@ class IgnoredNotes:
         self._last: float | None = None
         self.total: Counter[str] = Counter()  # since start (health pages, tests)
 
-    def note(self, rt, reasons: Counter[str]) -> bool:
+    def note(self, rt: Runtime, reasons: Counter[str]) -> bool:
         """Count one request's ignored items; True if a summary was written now."""
         if not reasons:
             return False

@@ -47,6 +47,7 @@ from shared.models.basware import PaymentResponse
 from shared.models.bc import PurchaseDocument
 from shared.models.messages import CallbackMessage, PaymentCheckMessage
 from shared.store.storage import BASWARE_CALLBACKS, JOBS, PAYMENT_CHECKS
+from shared.core.runtime import Runtime
 
 log = logging.getLogger("ml_connector.payments")
 
@@ -218,7 +219,7 @@ def new_external_code() -> str:
 
 
 # -- which documents are ours ------------------------------------------------------------------------
-def lease_owner(rt) -> str:
+def lease_owner(rt: Runtime) -> str:
     """One lease owner per invocation: the host runs several messages of a process at once
     (batchSize), and two of them for the same job must exclude each other like two processes do."""
     return f"{rt.worker_id}/{uuid.uuid4().hex[:8]}"
@@ -244,7 +245,7 @@ def invoice_outcome(job: Job) -> str:
     return "pending"  # posting, responding, or dead-lettered (an operator's replay finishes it)
 
 
-def _scan_invoice_jobs(rt, bc_document_id: str) -> str | None:
+def _scan_invoice_jobs(rt: Runtime, bc_document_id: str) -> str | None:
     """Invoice jobs posted before the index existed: a scan, done once per document (then cached)."""
     jobs_table = rt.storage.table(JOBS)
     for candidate in {bc_document_id, bc_document_id.lower()}:
@@ -255,7 +256,7 @@ def _scan_invoice_jobs(rt, bc_document_id: str) -> str | None:
     return None
 
 
-def find_invoice_job(rt, bc_document_id: str) -> Job | None:
+def find_invoice_job(rt: Runtime, bc_document_id: str) -> Job | None:
     """The invoice job that posted this BC document (whatever its state), or None if not ours.
 
     One point read of the index (`store/syncstate.PostedIndex`, written by the invoice flow before
@@ -282,22 +283,22 @@ def find_invoice_job(rt, bc_document_id: str) -> Job | None:
     return job
 
 
-def find_posted_document(rt, bc_document_id: str) -> PostedDocument | None:
+def find_posted_document(rt: Runtime, bc_document_id: str) -> PostedDocument | None:
     """The document's invoice job, if this connector posted it and told Basware so."""
     job = find_invoice_job(rt, bc_document_id)
     return posted_document(job) if job is not None and invoice_outcome(job) == "done" else None
 
 
 # -- detection: poll -------------------------------------------------------------------------------------
-def _watermark_value(rt, key: str) -> str | None:
+def _watermark_value(rt: Runtime, key: str) -> str | None:
     return Watermarks(rt.storage).get(key)
 
 
-def _watermark(rt, key: str) -> datetime | None:
+def _watermark(rt: Runtime, key: str) -> datetime | None:
     return parse_time(_watermark_value(rt, key))
 
 
-def _set_watermark(rt, key: str, value: datetime | str) -> None:
+def _set_watermark(rt: Runtime, key: str, value: datetime | str) -> None:
     Watermarks(rt.storage).set(key, value if isinstance(value, str) else iso_ms(value))
 
 
@@ -306,7 +307,7 @@ def iso_ms(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def poll_payments(rt, now: datetime | None = None) -> dict[str, int]:
+def poll_payments(rt: Runtime, now: datetime | None = None) -> dict[str, int]:
     """Backstop for missed notifications: enqueue a check for every document BC reports Paid since
     the watermark. The watermark (newest `lastModifiedDateTime` seen, BC's clock) moves only after
     every document read was enqueued; reads start `POLL_OVERLAP` before it. With
@@ -339,7 +340,7 @@ def poll_payments(rt, now: datetime | None = None) -> dict[str, int]:
     return enqueued
 
 
-def _worth_a_check(rt, document: PurchaseDocument, partial: bool) -> bool:
+def _worth_a_check(rt: Runtime, document: PurchaseDocument, partial: bool) -> bool:
     """A Paid document the poll reads again (the overlap) is checked only if something may be
     missing: not a document known not to be ours, not one whose payment in full was reported."""
     job = rt.jobs.get(KIND, job_id(KIND, document.id))
@@ -356,7 +357,7 @@ def _worth_a_check(rt, document: PurchaseDocument, partial: bool) -> bool:
     return reported is None or total is None or abs(reported) != abs(total)
 
 
-def poll_ledger(rt, company_id: str, now: datetime) -> int:
+def poll_ledger(rt: Runtime, company_id: str, now: datetime) -> int:
     """Partial payments and unapplications change nothing in `purchaseInvoices` (the status
     turns Paid only when the vendor ledger entry closes), so read the analytics ledger's `Application` entries newer than the highest entry number
     seen (BC's entry numbers only grow) and check each invoice they belong to."""
@@ -386,7 +387,7 @@ def poll_ledger(rt, company_id: str, now: datetime) -> int:
     return count
 
 
-def expand_collection(rt, message: PaymentCheckMessage) -> int:
+def expand_collection(rt: Runtime, message: PaymentCheckMessage) -> int:
     """A `collection` notification (many changes at once): re-read the changed documents (all of
     them with partial payments, where an Open one may have been unapplied; else the Paid ones)."""
     status = "" if rt.settings.bc_partial_payments else f"status eq '{PAID}'"
@@ -402,7 +403,7 @@ def expand_collection(rt, message: PaymentCheckMessage) -> int:
 
 
 # -- the payment-checks worker ----------------------------------------------------------------------------
-def payment_facts(rt, posted: PostedDocument, document: PurchaseDocument, now: datetime) -> PaymentFacts:
+def payment_facts(rt: Runtime, posted: PostedDocument, document: PurchaseDocument, now: datetime) -> PaymentFacts:
     rows = None
     if posted.entity == INVOICES and document.number:
         rows = rt.bc.vendor_ledger_entries(posted.company_id,
@@ -414,7 +415,7 @@ def payment_facts(rt, posted: PostedDocument, document: PurchaseDocument, now: d
     return facts or facts_without_ledger(document, now)
 
 
-def payment_target(rt, posted: PostedDocument, document: PurchaseDocument, job: Job | None,
+def payment_target(rt: Runtime, posted: PostedDocument, document: PurchaseDocument, job: Job | None,
                    now: datetime) -> PaymentFacts | None:
     """What Basware should hold now, or None when there is nothing (new) to report."""
     partial = rt.settings.bc_partial_payments and posted.entity == INVOICES and document.number
@@ -436,7 +437,7 @@ def payment_target(rt, posted: PostedDocument, document: PurchaseDocument, job: 
     return payment_facts(rt, posted, document, now)
 
 
-def defer_check(rt, message: PaymentCheckMessage, now: datetime, defer_min: timedelta = DEFER_MIN) -> int:
+def defer_check(rt: Runtime, message: PaymentCheckMessage, now: datetime, defer_min: timedelta = DEFER_MIN) -> int:
     """Put the check back on the queue, later: the delay grows with the check's age (the copy keeps
     `enqueued_at`), from `defer_min` to `DEFER_MAX`. Queue messages can wait up to 7 days each and
     are copied on, so the check never expires while the invoice job is unfinished."""
@@ -446,7 +447,7 @@ def defer_check(rt, message: PaymentCheckMessage, now: datetime, defer_min: time
     return int(delay.total_seconds())
 
 
-def check_payment(rt, message: PaymentCheckMessage, now: datetime | None = None, *, owner: str | None = None,
+def check_payment(rt: Runtime, message: PaymentCheckMessage, now: datetime | None = None, *, owner: str | None = None,
                   lease_seconds: float = PAYMENT_LEASE_SECONDS, defer_min: timedelta = DEFER_MIN) -> str:
     """Work one `payment-checks` message. Returns what happened (for logs and tests)."""
     now = now or utcnow()
@@ -514,7 +515,7 @@ def _resumable(job: Job) -> bool:
     return job.state in (DETECTED, RESPONDING, DEAD_LETTERED) and bool(job.get("response"))
 
 
-def _store_and_queue(rt, job: Job, posted: PostedDocument, document: PurchaseDocument | None,
+def _store_and_queue(rt: Runtime, job: Job, posted: PostedDocument, document: PurchaseDocument | None,
                      message: PaymentCheckMessage, now: datetime) -> str:
     """With the claim held, judge the job as it is now (another worker may have written it since
     the caller read it): resume its unsent response, or build the next one, or nothing."""
@@ -555,7 +556,7 @@ def _store_and_queue(rt, job: Job, posted: PostedDocument, document: PurchaseDoc
     return "queued"
 
 
-def _release_quietly(rt, pid: str, job: Job) -> None:
+def _release_quietly(rt: Runtime, pid: str, job: Job) -> None:
     """Give the lease back after a failure (the state stays); whoever wrote the row meanwhile wins."""
     current = rt.jobs.get(KIND, pid)
     if current is None or current.lease_owner != job.lease_owner:
@@ -566,7 +567,7 @@ def _release_quietly(rt, pid: str, job: Job) -> None:
         log.warning("event=payments.release_failed job=%s", pid)
 
 
-def _claim(rt, pid: str, owner: str, lease_seconds: float, allow_finished: bool, *, reopen: bool = False,
+def _claim(rt: Runtime, pid: str, owner: str, lease_seconds: float, allow_finished: bool, *, reopen: bool = False,
            **fields) -> Job | None:
     """The payment job, claimed by this invocation; None when it is already sent. Raises JobBusy.
     `reopen`: a job whose last response was sent may take the next one (partial payments)."""
@@ -582,13 +583,13 @@ def _claim(rt, pid: str, owner: str, lease_seconds: float, allow_finished: bool,
 
 
 # -- the basware-callbacks sender (dispatched by shared/flows/callbacks.py) --------------------------------------
-def _recorded_by_basware(rt, job: Job) -> bool:
+def _recorded_by_basware(rt: Runtime, job: Job) -> bool:
     document = rt.basware.get_document(str(job.get("basware_id")))
     code = job.get("external_code")
     return bool(document and any(r.get("externalCode") == code for r in document.payment_responses))
 
 
-def _finish(rt, job: Job, **fields) -> Job:
+def _finish(rt: Runtime, job: Job, **fields) -> Job:
     """Done with this response. With partial payments, first queue a check of the document: a change
     BC made while this response was on its way is reported next (queued before the state moves,
     so a crash in between leaves the job to a redelivery rather than losing the check)."""
@@ -599,7 +600,7 @@ def _finish(rt, job: Job, **fields) -> Job:
     return rt.jobs.release(job, state=DONE, send_started=False, last_error="", **fields)
 
 
-def send_payment_response(rt, message: CallbackMessage, *, owner: str | None = None,
+def send_payment_response(rt: Runtime, message: CallbackMessage, *, owner: str | None = None,
                           lease_seconds: float = PAYMENT_LEASE_SECONDS) -> str:
     """Send the payment job's stored response once. Raises TransientError to have the queue retry."""
     job = rt.jobs.get(KIND, message.job_id)
@@ -622,7 +623,7 @@ def send_payment_response(rt, message: CallbackMessage, *, owner: str | None = N
         raise
 
 
-def _send(rt, job: Job, replay: bool, lease_seconds: float) -> str:
+def _send(rt: Runtime, job: Job, replay: bool, lease_seconds: float) -> str:
     if replay:
         job = rt.jobs.update(job, replay="claimed")  # a stale copy of the message cannot resume it again
     invoice_id = str(job.get("basware_id"))

@@ -20,6 +20,7 @@ from shared.core.errors import ConnectorError, PermanentError
 from shared.store.jobs import job_id, utcnow
 from shared.flows.payments.respond import parse_time
 from shared.store.syncstate import SubscriptionRows
+from shared.core.runtime import Runtime
 
 log = logging.getLogger("ml_connector.subscriptions")
 
@@ -48,17 +49,17 @@ def needs_renewal(subscription: dict, now: datetime) -> bool:
     return expires is None or expires - now <= RENEW_WITHIN
 
 
-def _stored(rt, company_id: str) -> dict | None:
+def _stored(rt: Runtime, company_id: str) -> dict | None:
     return SubscriptionRows(rt.storage).get(company_id)
 
 
-def _store(rt, company_id: str, subscription: dict, now: datetime) -> None:
+def _store(rt: Runtime, company_id: str, subscription: dict, now: datetime) -> None:
     SubscriptionRows(rt.storage).save(
         company_id, subscription_id=subscription.get("subscriptionId"), expiration=subscription.get("expirationDateTime"),
         resource=subscription.get("resource"), notification_url=subscription.get("notificationUrl"), checked=now)
 
 
-def ensure_subscriptions(rt, now: datetime | None = None) -> dict[str, str]:
+def ensure_subscriptions(rt: Runtime, now: datetime | None = None) -> dict[str, str]:
     """Per mapped company: what was done (`created`, `recreated`, `renewed`, `ok`, `failed: ...`)."""
     now = now or utcnow()
     settings = rt.settings
@@ -82,7 +83,7 @@ def ensure_subscriptions(rt, now: datetime | None = None) -> dict[str, str]:
     return outcome
 
 
-def _ensure_one(rt, company_id: str, url: str, client_state: str, existing: list[dict], now: datetime,
+def _ensure_one(rt: Runtime, company_id: str, url: str, client_state: str, existing: list[dict], now: datetime,
                 jid: str) -> str:
     mine = [s for s in existing if ours(s, company_id, url)]
     # A subscription with another clientState (the secret was rotated) would have its notifications
@@ -113,7 +114,7 @@ def _ensure_one(rt, company_id: str, url: str, client_state: str, existing: list
     return "ok"
 
 
-def _create(rt, company_id: str, url: str, client_state: str, now: datetime, jid: str, previous: dict | None) -> str:
+def _create(rt: Runtime, company_id: str, url: str, client_state: str, now: datetime, jid: str, previous: dict | None) -> str:
     created = rt.bc.create_subscription(url, resource_for(company_id), client_state)
     _store(rt, company_id, created, now)
     dropped = (previous or {}).get("subscription_id") or (previous or {}).get("subscriptionId")

@@ -35,6 +35,7 @@ from shared.core.errors import ConnectorError, PermanentError
 from shared.store.jobs import job_id, utcnow
 from shared.flows.payments.respond import iso_ms, parse_time
 from shared.store.syncstate import RecordRows, Watermarks
+from shared.core.runtime import Runtime
 
 log = logging.getLogger("ml_connector.purchase_orders")
 
@@ -147,7 +148,7 @@ class CompanyResult:
     rejected: list[str] = field(default_factory=list)
 
 
-def import_batch(rt, path: str, records: list[dict], jid: str, *, stamp: str, status_wait: float = 5.0,
+def import_batch(rt: Runtime, path: str, records: list[dict], jid: str, *, stamp: str, status_wait: float = 5.0,
                  sleep: Callable[[float], None] = time.sleep) -> set[str]:
     """POST one batch; the externalCodes not confirmed: refused (the whole request, or the record in
     requestStatus) or still unknown when `status_wait` ran out. Those keep no hash: sent again.
@@ -188,7 +189,7 @@ def import_batch(rt, path: str, records: list[dict], jid: str, *, stamp: str, st
     return set(outcome.refused) | set(outcome.waiting)
 
 
-def sync_purchase_orders(rt, now: datetime | None = None, *, full_scan: bool = False,
+def sync_purchase_orders(rt: Runtime, now: datetime | None = None, *, full_scan: bool = False,
                          status_wait: float = 5.0) -> dict[str, CompanyResult]:
     """Per mapped company: import released orders changed since the watermark (`full_scan`: read
     every released order; unchanged ones are still not sent)."""
@@ -210,7 +211,7 @@ def sync_purchase_orders(rt, now: datetime | None = None, *, full_scan: bool = F
     return results
 
 
-def _sync_company(rt, company_id: str, company_code: str, jid: str, full_scan: bool,
+def _sync_company(rt: Runtime, company_id: str, company_code: str, jid: str, full_scan: bool,
                   status_wait: float, stamp: str) -> CompanyResult:
     result = CompanyResult()
     key = f"purchaseorders-{company_id}"
@@ -257,7 +258,7 @@ def _sync_company(rt, company_id: str, company_code: str, jid: str, full_scan: b
     return result
 
 
-def _import_chunk(rt, company_id: str, company_code: str, orders: list[dict], order_hashes: dict[str, dict],
+def _import_chunk(rt: Runtime, company_id: str, company_code: str, orders: list[dict], order_hashes: dict[str, dict],
                   lines_by_order: dict[str, dict[str, dict]], jid: str, result: CompanyResult,
                   status_wait: float, stamp: str) -> list[dict]:
     """Import what changed in these orders; returns the orders Basware rejected (header or a line)."""

@@ -100,6 +100,8 @@ param postMode string = 'post'
 
 @description('Allowed BC-vs-Basware gross difference. Empty: 0.01.')
 param totalTolerance string = ''
+@description('Seconds BC may still commit a request the connector gave up on (BC_LATE_COMMIT_WINDOW_SECONDS)')
+param bcLateCommitWindowSeconds string = ''
 
 @description('Six-field NCRONTAB schedules (UTC: Flex has no WEBSITE_TIME_ZONE). Empty: the defaults below.')
 param pollSchedule string = ''
@@ -141,6 +143,7 @@ var defaultSchedules = {
 var defaultBaswareScopes = 'accountingDocuments.read accountingDocuments.write vendors.write accounts.write costCenters.write lists.write projects.write matchingOrders.write matchingOrderLines.write requestStatus.read subscriptions.read subscriptions.write'
 var defaultBcApiUrl = 'https://api.businesscentral.dynamics.com'
 var defaultTotalTolerance = '0.01'
+var defaultBcLateCommitWindowSeconds = '960'
 
 // Queues and tables the code uses (spec.md section 4, shared/store/storage.py), created up front so no
 // trigger or poison handler waits for a first write. `<queue>-poison` is where the runtime moves a
@@ -266,6 +269,7 @@ module api 'app/api.bicep' = {
     taxCodeMap: taxCodeMap
     postMode: postMode
     totalTolerance: empty(totalTolerance) ? defaultTotalTolerance : totalTolerance
+    bcLateCommitWindowSeconds: empty(bcLateCommitWindowSeconds) ? defaultBcLateCommitWindowSeconds : bcLateCommitWindowSeconds
     pollSchedule: empty(pollSchedule) ? defaultSchedules.POLL_SCHEDULE : pollSchedule
     masterdataSchedule: empty(masterdataSchedule) ? defaultSchedules.MASTERDATA_SCHEDULE : masterdataSchedule
     paymentSchedule: empty(paymentSchedule) ? defaultSchedules.PAYMENT_SCHEDULE : paymentSchedule

@@ -35,6 +35,7 @@ param dimensionMap array
 param taxCodeMap object
 param postMode string
 param totalTolerance string
+param bcLateCommitWindowSeconds string
 param pollSchedule string
 param masterdataSchedule string
 param paymentSchedule string
@@ -216,6 +217,7 @@ var appSettings = {
   TAX_CODE_MAP: string(taxCodeMap)
   POST_MODE: postMode
   TOTAL_TOLERANCE: totalTolerance
+  BC_LATE_COMMIT_WINDOW_SECONDS: bcLateCommitWindowSeconds
 
   POLL_SCHEDULE: pollSchedule
   MASTERDATA_SCHEDULE: masterdataSchedule

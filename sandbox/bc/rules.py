@@ -23,7 +23,8 @@ from decimal import Decimal
 from . import defaults
 from . import errors as E
 from .documents import (DIM_FIELDS, DIM_WRITABLE, HEADER_FIELDS, HEADER_WRITABLE, LINE_FIELDS, LINE_TYPES,
-                        LINE_WRITABLE, ZERO, DimEntry, DocType, Document, Line, OTHER_TABLES, convert, money)
+                        LINE_WRITABLE, ZERO, DimEntry, DocType, Document, Line, OTHER_TABLES, code_upper, convert,
+                        money)
 from .store import EMPTY_GUID, LCY, Clock, Company, iso, next_version
 
 
@@ -407,7 +408,7 @@ class DocumentService:
         for other in self.company.documents.values():
             if other is not doc and other.type is dt and other.posted and \
                     other.header.get("vendorId") == vendor["id"] and \
-                    other.vendor_document_number.upper() == doc_no.upper() and doc_no:
+                    code_upper(other.vendor_document_number) == code_upper(doc_no) and doc_no:
                 raise E.dialog(f"Purchase {dt.label} {doc_no} already exists for this vendor.")
         counter = f"posted:{dt.entity_set}"
         number = self.company.series.setdefault(counter, dt.posted_start)

@@ -49,7 +49,7 @@ SETTING_NAMES = (
     "BASWARE_WEBHOOK_SECRET", "BASWARE_SCOPES",
     "BC_TENANT_ID", "BC_ENVIRONMENT", "BC_COMPANY_ID", "BC_CLIENT_ID", "BC_CLIENT_SECRET", "BC_API_URL",
     "BC_AUTHORITY_URL", "BC_NOTIFICATION_URL", "BC_CLIENT_STATE",
-    "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE", "TOTAL_TOLERANCE",
+    "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE", "TOTAL_TOLERANCE", "BC_LATE_COMMIT_WINDOW_SECONDS",
     *DEFAULT_SCHEDULES, "RETENTION_DAYS", "APPLICATIONINSIGHTS_CONNECTION_STRING",
 )
 
@@ -113,6 +113,11 @@ class Settings(BaseModel):
     tax_code_map: dict[str, str] = Field(default_factory=dict)
     post_mode: Literal["post", "draft"] = "post"
     total_tolerance: Decimal = Decimal("0.01")
+    # How long BC may still commit a request the client gave up on: a request waits up to 8 minutes
+    # in BC's queue (beyond 5 concurrent) and then runs up to the 8-minute operation timeout
+    # (Microsoft Learn, administration/operational-limits-online). Before creating or posting again
+    # after an unclear outcome the connector waits this long, so the first request cannot land after.
+    bc_late_commit_window: float = 960.0
     schedules: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
     retention_days: int = Field(400, ge=1)
     appinsights_connection_string: Secret | None = None
@@ -254,6 +259,12 @@ def load_settings(environ: Mapping[str, str] | None = None,
         raise _fail("TOTAL_TOLERANCE", "must be a decimal number such as 0.01") from None
     if tolerance < 0:
         raise _fail("TOTAL_TOLERANCE", "must not be negative")
+    try:
+        late_window = float(get("BC_LATE_COMMIT_WINDOW_SECONDS") or "960")
+    except ValueError:
+        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must be a number of seconds such as 960") from None
+    if late_window < 0:
+        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must not be negative")
 
     schedules = {name: _validate_cron(name, get(name) or default) for name, default in DEFAULT_SCHEDULES.items()}
     retention = get("RETENTION_DAYS") or "400"
@@ -300,6 +311,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
             tax_code_map=tax_map,
             post_mode=post_mode,
             total_tolerance=tolerance,
+            bc_late_commit_window=late_window,
             schedules=schedules,
             retention_days=int(retention),
             appinsights_connection_string=(Secret(v) if (v := get("APPLICATIONINSIGHTS_CONNECTION_STRING"))

@@ -12,6 +12,9 @@ posted, changed or deleted.
 """
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 
 from shared.clients.bc import INVOICES, LINES
@@ -82,3 +85,58 @@ def classify(documents: list[PurchaseDocument], entity: str, job_id: str, vendor
 def describe(document: PurchaseDocument, noun: str) -> str:
     state = "draft" if document.is_draft else "posted"
     return f"{state} {noun} {document.number or document.id}"
+
+
+# -- drafts already in BC, known without a request per invoice ------------------------------------------
+DRAFT_INDEX_TTL = 60.0
+
+
+class DraftIndex:
+    """The vendor + number of every draft in a company, read once per `ttl` (one GET per entity set).
+
+    Before creating, the flow asks the index whether a draft with the invoice's vendor + number may
+    exist; only then does it read those documents (with their markers) and decide whether one is its
+    own or foreign. So the steady state costs no lookup request. A draft typed in by hand in the last
+    `ttl` seconds is not seen before the create: the connector then posts its own document and leaves
+    the other untouched (BC refuses that one at posting as a duplicate). Posted documents are not
+    indexed: BC refuses to post a second one for the vendor ("already exists for this vendor"), and
+    the flow then names the posted document for the clerk.
+    """
+
+    def __init__(self, bc, ttl: float = DRAFT_INDEX_TTL, clock=time.monotonic) -> None:
+        self._bc = bc
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: dict[tuple[str, str], tuple[float, frozenset[tuple[str, str]]]] = {}
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def may_hold(self, company: str, entity: str, vendor: str, number: str) -> bool:
+        key = (company, entity)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or self._clock() - entry[0] >= self.ttl:
+                entry = (self._clock(), self._load(company, entity))
+                self._entries[key] = entry
+                self.loads += 1
+        return (code_upper(vendor), code_upper(number)) in entry[1]
+
+    def _load(self, company: str, entity: str) -> frozenset[tuple[str, str]]:
+        field = "vendorInvoiceNumber" if entity == INVOICES else "vendorCreditMemoNumber"
+        rows = self._bc.iterate(self._bc.company_path(company, entity), filter="status eq 'Draft'",
+                                select=f"id,vendorNumber,{field}", page_size=5000)
+        return frozenset((code_upper(str(r.get("vendorNumber") or "")), code_upper(str(r.get(field) or "")))
+                         for r in rows)
+
+
+_indexes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_indexes_lock = threading.Lock()
+
+
+def draft_index(bc) -> DraftIndex:
+    """The process-wide index for one BC client (one per runtime)."""
+    with _indexes_lock:
+        index = _indexes.get(bc)
+        if index is None:
+            index = _indexes[bc] = DraftIndex(bc)
+        return index

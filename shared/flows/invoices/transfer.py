@@ -287,7 +287,8 @@ class _Transfer:
             return self.reject(mapped.clerk_message(), "; ".join(p.text for p in mapped.problems), company,
                                mapped.entity, existing)
         ids = _Ids(company, mapped.entity)
-        if existing is None and resumed:
+        if existing is None and (resumed or ownership.draft_index(self.rt.bc).may_hold(
+                company, ids.entity, mapped.vendor_number, mapped.vendor_document_number)):
             existing = self.lookup(ids, mapped)
             if isinstance(existing, str):  # a foreign document: rejected
                 return existing

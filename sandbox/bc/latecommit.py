@@ -6,7 +6,8 @@ key (Microsoft Learn: administration/operational-limits-online, api-reference/v2
 dynamics-rate-limits). So a deep insert or a post that "timed out" can commit seconds or minutes
 later. A rule here picks matching requests (the next `count`, or a random `rate` of them); each is
 answered by dropping the connection after `delay` seconds, as a client timeout looks to the
-client, and processed in full `commit_after` seconds after it arrived (past the answer).
+client, and processed in full `commit_after` seconds after it arrived (past the answer; a
+`commit_after` shorter than `delay` is a processed request whose answer is lost).
 
     app.late_commits.add(r"/purchaseInvoices$", method="POST", count=1, delay=0.2, commit_after=1.5)
     POST /_sandbox/late-commits {"path", "method", "count" | "rate", "seed", "delay", "commit_after"}
@@ -51,7 +52,7 @@ class LateCommits:
         with self._lock:
             if seed is not None:
                 self._rng = random.Random(seed)
-            self._rules.append(LateCommitRule(path, method, count, rate, delay, max(commit_after, delay)))
+            self._rules.append(LateCommitRule(path, method, count, rate, delay, commit_after))
 
     def clear(self) -> None:
         with self._lock:

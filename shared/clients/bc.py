@@ -128,15 +128,17 @@ class BcClient(ApiClient):
         return f"{self.company_path(company_id, entity)}({document_id})/{LINES[entity]}({line_id})/dimensionSetLines"
 
     def set_line_dimension(self, company_id: str, entity: str, document_id: str, line_id: str, code: str,
-                           value_code: str, *, dimension_id: str | None = None, etag: str | None = None) -> dict:
+                           value_code: str, *, dimension_id: str | None = None, etag: str | None = None,
+                           max_attempts: int | None = None) -> dict:
         """PATCH an inherited line dimension (If-Match) or POST a missing one (reference 3.5)."""
         path = self.line_dimensions_path(company_id, entity, document_id, line_id)
         if dimension_id:
             response = self.request("PATCH", f"{path}({dimension_id})", content=_dumps({"valueCode": value_code}),
-                                    headers={"Content-Type": "application/json", "If-Match": etag or "*"})
+                                    headers={"Content-Type": "application/json", "If-Match": etag or "*"},
+                                    max_attempts=max_attempts)
         else:
             response = self.request("POST", path, content=_dumps({"code": code, "valueCode": value_code}),
-                                    headers={"Content-Type": "application/json"})
+                                    headers={"Content-Type": "application/json"}, max_attempts=max_attempts)
         return _parse(response)
 
     def vendor_default_dimensions(self, company_id: str) -> list[dict]:

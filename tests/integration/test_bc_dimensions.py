@@ -128,3 +128,15 @@ def test_a_gross_price_vendor_gets_net_amounts_posted_with_basware_totals(rt, ba
     assert Decimal(str(posted["totalAmountIncludingTax"])) == Decimal("169.80")  # 125.00 + 44.80
     (create,) = bc_sandbox.calls.find("POST", CREATE)
     assert create.body["pricesIncludeTax"] is False
+
+
+def test_a_correction_whose_answer_is_lost_is_read_back_not_sent_twice(rt, basware_sandbox, bc_sandbox):
+    doc = invoice(807, "V10030", "LOSTFIX-1", [row(1, "6200", "100.00", "lostfix", department="PROD")])
+    only(basware_sandbox, [doc])
+    # BC applies the PATCH, the answer never arrives
+    bc_sandbox.late_commits.add(r"/dimensionSetLines\(", method="PATCH", count=1, delay=0.3, commit_after=0.0)
+    run(rt, basware_sandbox, [doc])
+    posted = assert_posted_once(basware_sandbox, bc_sandbox, doc)
+    assert_matches(posted, doc)
+    assert [c.status for c in bc_sandbox.calls.find("PATCH", r"/dimensionSetLines\(")] == [0]
+    assert ("dimensions", "unclear") in steps(rt, doc["invoiceId"])

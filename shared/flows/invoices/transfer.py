@@ -55,6 +55,15 @@ REJECTING = "rejecting"
 ANSWERING = frozenset({RESPONDING, REJECTING})
 POLL_REQUEUE_AFTER = timedelta(minutes=10)
 ENTITY_NOUN = {INVOICES: "purchase invoice", CREDIT_MEMOS: "purchase credit memo"}
+# BC refuses these without processing the request: 429 (over the rate or queue limits) and 503 (queued
+# longer than 8 minutes, or the tenant unavailable; Microsoft Learn administration/operational-limits-
+# online). Any other failure (timeouts, dropped connections, 502, 504, 500) may hide a commit.
+UNPROCESSED = frozenset({429, 503})
+MAX_UNCLEAR_WAITS = 5  # then the job is retried by the queue (and dead-lettered in the end) instead
+
+
+def unprocessed(exc: TransientError) -> bool:
+    return exc.status in UNPROCESSED
 
 
 def invoice_job_id(invoice_id: str) -> str:
@@ -201,7 +210,14 @@ class _Transfer:
                 raise JobBusy(f"another worker took the job over; not going to {action}") from None
 
     def wait_for_bc(self, seconds: float, step: str, why: str) -> str:
-        """Give the job back and come back once BC can no longer commit what it may still hold."""
+        """Give the job back and come back once BC can no longer commit what it may still hold. After
+        MAX_UNCLEAR_WAITS in a row BC is treated as failing: the queue's retries (then the dead letter)
+        take over, so an operator sees it."""
+        waits = int(self.job.get("unclear_waits") or 0) + 1
+        if waits > MAX_UNCLEAR_WAITS:
+            self.update(unclear_waits=0)
+            raise TransientError(f"BC left {MAX_UNCLEAR_WAITS} requests unanswered in a row ({why})", system="bc")
+        self.update(unclear_waits=waits)
         delay = int(math.ceil(max(seconds, 0.0))) + 1
         self.rt.storage.enqueue(INVOICE_TRANSFERS, self.message, delay_seconds=delay)
         self.release()
@@ -452,7 +468,7 @@ class _Transfer:
                 return self.reject(clerk_message([f"BC refused the {ENTITY_NOUN[ids.entity]}: {exc.message}"]),
                                    exc.summary(), ids.company, ids.entity, None, exc=exc)
             except TransientError as exc:
-                if exc.status != 429:  # 429 was refused unprocessed; anything else may have landed, or may yet
+                if not unprocessed(exc):  # it may have landed, or may yet
                     return self.unclear_create(ids, mapped, exc)
                 self.update(create_sent_at_round=0)
                 if attempt >= retry.max_attempts:
@@ -464,7 +480,7 @@ class _Transfer:
         try:
             self.update(state=DRAFT_CREATED, bc_id=draft.id, bc_entity=ids.entity, bc_round=self.round,
                         bc_etag=draft.etag or "", bc_number=draft.number or "", draft_deleted=False,
-                        vendor_number=mapped.vendor_number, create_sent_at_round=0,
+                        vendor_number=mapped.vendor_number, create_sent_at_round=0, unclear_waits=0,
                         vendor_document_number=mapped.vendor_document_number)
         except JobConflict:
             # another worker took the job over while BC was slow. The draft carries this job's
@@ -513,16 +529,40 @@ class _Transfer:
                                                    for d in header}
         learned = cache.account_defaults if learn else dimensions.AccountDefaults()
         corrections = dimensions.reconcile(lines, plan, header_dims, ids.company, learned)
-        for fix in corrections:
-            try:
-                self.rt.bc.set_line_dimension(ids.company, ids.entity, draft.id, fix.line_id, fix.code, fix.value,
-                                              dimension_id=fix.dimension_id, etag=fix.etag)
-            except PermanentError as exc:
-                if not is_document_problem(exc):
-                    raise
-                self.audit("dimensions", "refused", exc.message, exc=exc)
-                return self.reject(clerk_message([f"BC refused {fix.code} {fix.value}: {exc.message}"]),
-                                   exc.summary(), ids.company, ids.entity, draft, exc=exc)
+        done: list = []
+        for attempt in (1, 2):
+            unclear: ConnectorError | None = None
+            for fix in corrections:
+                try:  # once each: a lost answer is settled by reading the lines again, not by resending
+                    self.rt.bc.set_line_dimension(ids.company, ids.entity, draft.id, fix.line_id, fix.code,
+                                                  fix.value, dimension_id=fix.dimension_id, etag=fix.etag,
+                                                  max_attempts=1)
+                    done.append(fix)
+                except TransientError as exc:
+                    unclear = exc
+                    break
+                except PermanentError as exc:
+                    if dimensions.is_clash(exc.message) or exc.status in (409, 412):
+                        unclear = exc  # an earlier, unanswered try had landed: the line changed under us
+                        break
+                    if not is_document_problem(exc):
+                        raise
+                    self.audit("dimensions", "refused", exc.message, exc=exc)
+                    return self.reject(clerk_message([f"BC refused {fix.code} {fix.value}: {exc.message}"]),
+                                       exc.summary(), ids.company, ids.entity, draft, exc=exc)
+            if unclear is None:
+                break
+            if attempt == 2:
+                raise TransientError(f"the draft's dimensions could not be corrected: {unclear.message}",
+                                     system="bc")
+            self.audit("dimensions", "unclear", unclear.summary(), exc=unclear)
+            full = self.rt.bc.get_document(ids.company, ids.entity, draft.id,
+                                           expand=f"{lines_key}($expand=dimensionSetLines),dimensionSetLines")
+            if full is None:
+                raise TransientError("the draft cannot be read back", system="bc")
+            corrections = dimensions.reconcile((full.model_extra or {}).get(lines_key) or [], plan, header_dims,
+                                               ids.company, dimensions.AccountDefaults())
+        corrections = done
         if corrections:
             self.audit("dimensions", "corrected", "; ".join(
                 f"{fix.code} {'set to' if fix.dimension_id else 'added as'} {fix.value}" for fix in corrections)[:900])
@@ -571,7 +611,7 @@ class _Transfer:
                 if current is not None and not current.is_draft:
                     self.audit("post", "already", "posted although BC's answer was lost", exc=exc)
                     break
-                if exc.status != 429:
+                if not unprocessed(exc):
                     self.audit("post", "unclear", exc.summary(), exc=exc)
                     return self.wait_for_bc(self.window_left("post_sent_at"), "post",
                                             "BC did not answer the post and may still commit it")

@@ -57,6 +57,7 @@ def endpoint(call) -> str:
     return f"{call.method} {path}"
 
 
+DOCUMENT_ID = re.compile(r"/purchase(?:Invoices|CreditMemos)\(([0-9a-fA-F-]{36})\)")
 TOKEN_ENDPOINTS = {"POST /v1/tokens", "POST /{tenant}/oauth2/v2.0/token"}
 MASTER_DATA = re.compile(r"/(vendors|accounts|dimensions|dimensionValues|companyInformation)$")
 
@@ -187,8 +188,8 @@ def default_dimension_figures(stack: Stack, docs: list[dict], bc_mark: int, out=
             creates_ok += call.status == 201
             clashes += call.status == 400
             continue
-        ids = GUID.findall(call.path)
-        doc = stack.bc.documents.get(ids[1].lower()) if len(ids) > 1 else None
+        found = DOCUMENT_ID.search(call.path)
+        doc = stack.bc.documents.get(found.group(1).lower()) if found else None
         if doc is not None and doc.vendor_document_number in by_number:
             per_doc[doc.vendor_document_number] += 1
     agree = [n for n, d in by_number.items() if differing_dimensions(d) == (True, 0)]

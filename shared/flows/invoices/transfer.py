@@ -11,6 +11,13 @@ works it at a time, and every step recorded on the row before the next may depen
 intent to acknowledge before acknowledging, the BC id right after the draft exists, the
 response before it is queued. A resumed job re-reads what it recorded instead of repeating it.
 
+BC commits requests after the client gave up (it queues beyond 5 concurrent and has no idempotency
+key): a create or post is sent once per late-commit window (BC_LATE_COMMIT_WINDOW_SECONDS), recorded
+on the row before it is sent; after an unclear outcome the job looks for its own document (its
+marker on every line, ownership.py) or reads the posted state before anything else, and otherwise
+comes back when the window is over. Documents without its marker are never touched. Dimensions:
+dimensions.py. The lease is kept by a heartbeat while the job runs (lease.py).
+
 Job states: received -> acknowledged -> draft_created -> responding -> done, or rejecting ->
 failed (a failure response was sent), or dead_lettered. A round is one offer of the document by
 Basware; a document re-offered after a failure (the user re-transferred it) starts a new round.
@@ -399,7 +406,6 @@ class _Transfer:
         keep = posted[0] if posted else next((d for d in current if d.id == self.job.get("bc_id")),
                                              current[0] if current else None)
         for extra in stale + [d for d in current if d is not keep]:
-            self.guard("delete a draft")
             self.delete_draft(ids.company, ids.entity, extra, reason="a second draft of this connector's (BC "
                               "committed a request late)" if extra in current else "draft from an earlier round")
         if keep is None:
@@ -496,10 +502,8 @@ class _Transfer:
         landed = self.lookup(ids, mapped)
         if isinstance(landed, str):
             return landed
-        if landed is not None:
+        if landed is not None:  # ours (a posted one is answered by the post step's "already posted")
             self.audit("create_draft", "recovered", "the draft was created although BC's answer was lost")
-            if not landed.is_draft:
-                return landed
             return landed
         return self.wait_for_bc(self.window_left("create_sent_at"), "create_draft",
                                 "BC did not answer the create and may still commit it")

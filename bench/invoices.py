@@ -57,6 +57,7 @@ def endpoint(call) -> str:
     return f"{call.method} {path}"
 
 
+DOCUMENT_ID = re.compile(r"/purchase(?:Invoices|CreditMemos)\(([0-9a-fA-F-]{36})\)")
 TOKEN_ENDPOINTS = {"POST /v1/tokens", "POST /{tenant}/oauth2/v2.0/token"}
 MASTER_DATA = re.compile(r"/(vendors|accounts|dimensions|dimensionValues|companyInformation)$")
 
@@ -144,11 +145,71 @@ def steady_state(stack: Stack, count: int, warmup: int, out=print) -> dict:
         out(f"      {n / count:5.2f}  {name}")
     out(f"   apart: token requests BC {sum(bc_tok.values())}, Basware {sum(bw_tok.values())}; BC master-data reads "
         f"{sum(bc_md.values())} (ledger cache, loaded in the warm-up; TTL 5 min)")
-    return {"invoices": count, "seconds": round(seconds, 2), "bc_per_invoice": round(bc_per, 3),
+    dims = default_dimension_figures(stack, docs, bc_mark, out)
+    return {"default_dimensions": dims, "invoices": count, "seconds": round(seconds, 2), "bc_per_invoice": round(bc_per, 3),
             "basware_api_per_invoice": round(bw_api_per, 3), "basware_http_per_invoice": round(bw_per, 3),
             "bc_endpoints": dict(bc_inv), "basware_endpoints": dict(bw_inv),
             "tokens": {"bc": sum(bc_tok.values()), "basware": sum(bw_tok.values())},
             "bc_master_data_reads": sum(bc_md.values()), "cpu_ms_per_invoice": cpu_ms}
+
+
+def _inherited(vendor: str, account: str) -> dict[str, str]:
+    """BC's default dimensions on a new line: the vendor's, then the G/L account's over them."""
+    out = {dim: value for dim, value, _ in seed.VENDOR_DEFAULT_DIMENSIONS.get(vendor, []) if value}
+    out.update({dim: value for dim, value, _ in seed.ACCOUNT_DEFAULT_DIMENSIONS.get(account, []) if value})
+    return out
+
+
+def differing_dimensions(doc: dict) -> tuple[bool, int]:
+    """(touches a default, number of line dimensions coded differently from what BC inherits)."""
+    fields = {m["dimension"]: m["basware_field"] for m in seed.DIMENSION_MAP}
+    touches, differing = False, 0
+    for row in doc["codingRows"]:
+        for dim, value in _inherited(doc["supplierCode"], row["accountCode"]).items():
+            coded = row.get(fields[dim])
+            if coded:
+                touches = True
+                differing += coded != value
+    return touches, differing
+
+
+def default_dimension_figures(stack: Stack, docs: list[dict], bc_mark: int, out=print) -> dict:
+    """BC requests per invoice where the coding agrees with the default dimensions BC inherits, and
+    per line dimension coded differently (each costs a PATCH of the line's dimension set line)."""
+    by_number = {d["invoiceNumber"].upper(): d for d in docs}
+    per_doc: Counter = Counter()
+    creates_ok = clashes = index_reads = 0
+    for call in api_calls(stack.bc, bc_mark):
+        if "/purchase" not in call.path:
+            continue
+        if call.method == "GET" and call.query.get("$filter") == ["status eq 'Draft'"]:
+            index_reads += 1
+            continue
+        if call.method == "POST" and re.search(r"/purchase(Invoices|CreditMemos)$", call.path):
+            creates_ok += call.status == 201
+            clashes += call.status == 400
+            continue
+        found = DOCUMENT_ID.search(call.path)
+        doc = stack.bc.documents.get(found.group(1).lower()) if found else None
+        if doc is not None and doc.vendor_document_number in by_number:
+            per_doc[doc.vendor_document_number] += 1
+    agree = [n for n, d in by_number.items() if differing_dimensions(d) == (True, 0)]
+    differ = [(n, differing_dimensions(d)[1]) for n, d in by_number.items() if differing_dimensions(d)[1]]
+    agree_per = (sum(per_doc[n] for n in agree) + len(agree)) / len(agree) if agree else None  # + its create
+    extra = sum(per_doc[n] + 1 - 3 for n, _ in differ)
+    differing_total = sum(k for _, k in differ)
+    per_dim = extra / differing_total if differing_total else None
+    out(f"   default dimensions: {len(agree)} invoices coded as BC inherits: "
+        f"{agree_per:.2f} BC requests each (goal <= 3)" if agree_per is not None else
+        "   default dimensions: no invoice coded as BC inherits in this batch")
+    if per_dim is not None:
+        out(f"   {len(differ)} invoices with {differing_total} line dimensions coded differently from the default: "
+            f"{per_dim:.2f} more BC requests per differing line dimension (goal <= 1)")
+    out(f"   apart: {clashes} deep inserts refused for a clash with a G/L account default not learned yet "
+        f"(learned once per process), {index_reads} reads of the drafts index (once a minute)")
+    return {"agree_invoices": len(agree), "bc_per_agreeing_invoice": agree_per, "differ_invoices": len(differ),
+            "differing_line_dimensions": differing_total, "bc_extra_per_differing_dimension": per_dim,
+            "clashes": clashes, "draft_index_reads": index_reads, "creates": creates_ok}
 
 
 def throttled(stack: Stack, count: int, offset: int, bc_per_invoice: float, window: float, service_ms: float,

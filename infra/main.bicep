@@ -114,6 +114,8 @@ param attachmentCategories string = ''
 
 @description('true: an invoice whose original image Basware cannot give fails the transfer instead of posting without it.')
 param attachmentRequired bool = false
+@description('Seconds BC may still commit a request the connector gave up on (BC_LATE_COMMIT_WINDOW_SECONDS)')
+param bcLateCommitWindowSeconds string = ''
 
 @description('Six-field NCRONTAB schedules (UTC: Flex has no WEBSITE_TIME_ZONE). Empty: the defaults below.')
 param pollSchedule string = ''
@@ -155,6 +157,7 @@ var defaultSchedules = {
 var defaultBaswareScopes = 'accountingDocuments.read accountingDocuments.write vendors.write accounts.write costCenters.write lists.write projects.write matchingOrders.write matchingOrderLines.write requestStatus.read subscriptions.read subscriptions.write'
 var defaultBcApiUrl = 'https://api.businesscentral.dynamics.com'
 var defaultTotalTolerance = '0.01'
+var defaultBcLateCommitWindowSeconds = '960'
 
 // Queues and tables the code uses (spec.md section 4, shared/store/storage.py), created up front so no
 // trigger or poison handler waits for a first write. `<queue>-poison` is where the runtime moves a
@@ -283,6 +286,7 @@ module api 'app/api.bicep' = {
     attachmentCategories: empty(attachmentCategories) ? 'ORIGINALIMAGE' : attachmentCategories
     attachmentRequired: attachmentRequired
     bcPartialPayments: bcPartialPayments
+    bcLateCommitWindowSeconds: empty(bcLateCommitWindowSeconds) ? defaultBcLateCommitWindowSeconds : bcLateCommitWindowSeconds
     pollSchedule: empty(pollSchedule) ? defaultSchedules.POLL_SCHEDULE : pollSchedule
     masterdataSchedule: empty(masterdataSchedule) ? defaultSchedules.MASTERDATA_SCHEDULE : masterdataSchedule
     paymentSchedule: empty(paymentSchedule) ? defaultSchedules.PAYMENT_SCHEDULE : paymentSchedule

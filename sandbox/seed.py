@@ -63,6 +63,23 @@ _CITIES = [("Hamburg", "DE", "20095"), ("Rotterdam", "NL", "3011"), ("Lyon", "FR
            ("Turku", "FI", "20100"), ("Gdansk", "PL", "80-001"), ("Bilbao", "ES", "48001"),
            ("Aarhus", "DK", "8000"), ("Graz", "AT", "8010")]
 
+# Default dimensions "in BC" (Default Dimension table): vendors' are readable through API v2.0
+# (`defaultDimensions`), G/L accounts' are not (sandbox/bc/defaults.py). (parent, number) ->
+# [(dimension, value or None, posting validation)]. Together about 10% of the seeded invoices.
+VENDOR_DEFAULT_DIMENSIONS = {
+    "V10030": [("DEPARTMENT", "ADM", " ")],
+    "V10110": [("DEPARTMENT", "SALES", " ")],
+    "V10210": [("AREA", "EAST", "Code Mandatory")],
+    "V10290": [("DEPARTMENT", "FIN", " ")],
+    "V10380": [("DEPARTMENT", "IT", "Same Code")],  # every invoice of it must carry IT
+}
+ACCOUNT_DEFAULT_DIMENSIONS = {
+    "6120": [("AREA", "SOUTH", " ")],  # Cleaning: inherited on the line, invisible to the API
+}
+# Vendors with "Prices Including VAT": a draft inherits pricesIncludeTax = true unless the request
+# says otherwise (APIV2PurchaseInvoices.Page.al). About 6% of the seeded invoices.
+PRICES_INCLUDING_VAT_VENDORS = frozenset({"V10060", "V10300", "V10410"})
+
 BLOCKED_VENDOR = "V10490"  # blocked "All": no documents may be created for it
 PAYMENT_BLOCKED_VENDOR = "V10480"  # blocked "Payment": invoices post, payments are held
 
@@ -265,15 +282,26 @@ def approved_invoices(count: int = 24, seed: int = 7, images: bool = False) -> l
         key = f"{vendor}:{number}"
         rows = []
         credit = seq % 10 == 3
+        defaults = {dim: (value, rule) for dim, value, rule in VENDOR_DEFAULT_DIMENSIONS.get(vendor, [])}
         for idx in range(1 + rng.randrange(4)):
             net = money(rng.uniform(40, 4000))
             if credit:
                 net = -net
-            rows.append(coding_row(
+            row = coding_row(
                 idx * 10 + 1,  # rowIndex may have gaps
                 rng.choice(accounts_ok), net, rng.choice(["S25", "S25", "R12", "Z0"]),
                 rng.choice(depts), rng.choice(projects) if rng.random() < 0.5 else None,
-                rng.choice(areas), invoice_key=key))
+                rng.choice(areas), invoice_key=key)
+            field = {"DEPARTMENT": "costCenterCode", "AREA": "dimCode1"}
+            for dim, (value, rule) in defaults.items():
+                # a vendor's default: half of the rows coded as the default, half differently,
+                # except where the vendor's rule demands the default (Same Code)
+                if rule == "Same Code" or (idx + seq) % 2 == 0:
+                    row[field[dim]] = value
+                elif row[field[dim]] == value:
+                    choices = depts if dim == "DEPARTMENT" else areas
+                    row[field[dim]] = choices[(choices.index(value) + 1) % len(choices)]
+            rows.append(row)
         if credit:
             number = f"CN-{2026}{seq + 1:05d}"
         doc = accounting_document(seq, vendor, number, rows)
@@ -345,6 +373,8 @@ def broken_invoices() -> list[dict]:
         accounting_document(900, "V99999", "BRK-UNKNOWN-VENDOR", [good_row("unknown-vendor")]),
         accounting_document(901, "V10010", "BRK-BLOCKED-ACCOUNT", [good_row("blocked-account", BLOCKED_ACCOUNT)]),
         accounting_document(902, "V10020", "BRK-BAD-DIMENSION", [good_row("bad-dim", department="NOPE")]),
+        # V10380's DEPARTMENT default is IT with "Same Code": coding FIN breaks the vendor's rule
+        accounting_document(903, "V10380", "BRK-SAME-CODE", [good_row("same-code", department="FIN")]),
     ]
 
 

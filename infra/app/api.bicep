@@ -39,6 +39,7 @@ param attachmentCategories string
 param attachmentRequired bool
 @description('Report partial payments and reversals from BC\'s analytics vendorLedgerEntries API (the tenant must offer it): true or false')
 param bcPartialPayments string = 'false'
+param bcLateCommitWindowSeconds string
 param pollSchedule string
 param masterdataSchedule string
 param paymentSchedule string
@@ -223,6 +224,7 @@ var appSettings = {
   ATTACHMENT_CATEGORIES: attachmentCategories
   ATTACHMENT_REQUIRED: string(attachmentRequired)
   BC_PARTIAL_PAYMENTS: bcPartialPayments
+  BC_LATE_COMMIT_WINDOW_SECONDS: bcLateCommitWindowSeconds
 
   POLL_SCHEDULE: pollSchedule
   MASTERDATA_SCHEDULE: masterdataSchedule

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7081)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--with-broken", action="store_true",
-                        help="also seed seed.broken_invoices() (unknown vendor, blocked account, bad dimension)")
+                        help="also seed seed.broken_invoices() (unknown vendor, blocked account, bad dimension, vendor dimension rule)")
     parser.add_argument("--invoices", type=int, default=24, help="approved invoices to seed (default 24)")
     parser.add_argument("--no-documents", action="store_true", help="start without accounting documents")
     parser.add_argument("--auto-notify", action="store_true",

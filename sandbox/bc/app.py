@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, fields as dc_fields
 from typing import Any
@@ -11,7 +12,9 @@ from sandbox import seed
 from sandbox.common import Request, Response, SandboxApp
 
 from . import attachments
+from . import defaults
 from . import errors as E
+from .latecommit import LateCommits
 from .auth import TokenIssuer
 from .control import register_control_routes
 from .documents import DOC_TYPES, DocType, Document, dim_kind, document_kind, line_kind
@@ -66,6 +69,12 @@ class BcSandbox(SandboxApp):
         self.companies: dict[str, Company] = {}
         self.attachments = attachments.AttachmentStore(self.clock)
         self.payment_ledger = PaymentLedger()
+        # BC's per-user limits: 5 requests processed at once, up to 95 more queued, a queued request
+        # given up after 8 minutes (operational-limits-online.md); requests beyond are 429
+        self.throttle.configure(max_concurrent=5, max_queue=95, queue_wait=480.0)
+        self.late_commits = LateCommits()
+        self.processing = {"now": 0, "peak": 0}  # requests inside BC's 5 processing slots
+        self._processing_lock = threading.Lock()
         company = self.add_company(seed.COMPANY_ID, seed.COMPANY_NAME, vendor_count=vendor_count)
         if seed_purchase_orders:
             seed_orders(company)
@@ -177,6 +186,27 @@ class BcSandbox(SandboxApp):
         with self.lock:
             rec = self.company.delete_account(number)
             self._notify(self.company, "accounts", rec["id"], "deleted", iso(self.clock.stamp()))
+
+    def set_default_dimension(self, parent: str, number: str, dimension: str, value: str | None,
+                              posting_validation: str = " ") -> dict:
+        """A default dimension on a vendor (`parent="Vendor"`, readable through the API) or a G/L account
+        (`parent="G/L Account"`, not readable: defaults.py); `posting_validation` ' ', 'Code Mandatory',
+        'Same Code' or 'No Code'."""
+        with self.lock:
+            return defaults.set_default(self.company, parent, number, dimension, value, posting_validation)
+
+    def delete_default_dimension(self, parent: str, number: str, dimension: str) -> None:
+        with self.lock:
+            defaults.delete_default(self.company, parent, number, dimension)
+
+    def dispatch(self, req: Request) -> Response:
+        """A request picked by a late-commit rule is answered with a dropped connection after the
+        rule's `delay` (the client gave up) and processed `commit_after` seconds after it arrived
+        (BC keeps working: reference B3). Everything else as usual."""
+        rule = None if req.path.startswith("/_sandbox/") else self.late_commits.take(req.method, req.path)
+        if rule is None:
+            return super().dispatch(req)
+        return self.late_commits.hold(req, rule, super().dispatch)
 
     def set_dimension_value(self, dimension: str, code: str, **fields) -> dict:
         """Create or change a dimension value; `blocked=True` is hidden from the API (reference 4.3)."""
@@ -294,6 +324,16 @@ class BcSandbox(SandboxApp):
 
     # == the API ======================================================================================
     def _api(self, req: Request) -> Response:
+        with self._processing_lock:
+            self.processing["now"] += 1
+            self.processing["peak"] = max(self.processing["peak"], self.processing["now"])
+        try:
+            return self._api_in_slot(req)
+        finally:
+            with self._processing_lock:
+                self.processing["now"] -= 1
+
+    def _api_in_slot(self, req: Request) -> Response:
         try:
             if self.config.processing_delay_ms:
                 time.sleep(self.config.processing_delay_ms / 1000.0)
@@ -354,6 +394,10 @@ class BcSandbox(SandboxApp):
             return self._orders(req, company, key, rest, ctx + name)
         if name in MASTER_SETS:
             return self._master(req, company, name, key, rest, ctx + name)
+        if name == "defaultDimensions":
+            if rest:
+                raise E.no_resource(req.path)
+            return self._default_dimensions(req, defaults.readable(company), key, ctx + name)
         if name == "companyInformation" and not rest:
             return self._company_information(req, company, key, ctx + name)
         raise E.no_resource(req.path)
@@ -445,6 +489,10 @@ class BcSandbox(SandboxApp):
                                       "dimensionValues": "Dimension Value", "currencies": "Currency"}[name],
                                      f"Id='{key}'")
         if rest:
+            if name == "vendors" and rest[0][0] == "defaultDimensions" and len(rest) == 1:
+                return self._default_dimensions(req, list(defaults.defaults_of(company, defaults.VENDOR,
+                                                                                rec["id"]).values()),
+                                                rest[0][1], f"{ctx}({key})/defaultDimensions")
             if name == "dimensions" and rest[0][0] == "dimensionValues" and len(rest) == 1:
                 self._only(req, "GET", "dimensionValues")
                 values = {v["id"]: v for v in company.dimension_values_of(rec["id"])}
@@ -470,6 +518,16 @@ class BcSandbox(SandboxApp):
             self._notify(company, "vendors", rec["id"], "deleted", iso(self.clock.stamp()))
             return Response.empty(204)
         raise E.method_not_allowed(req.method, name)
+
+    def _default_dimensions(self, req: Request, records: list[dict], key, ctx: str) -> Response:
+        """GET only here (BC also allows POST/PATCH/DELETE: the connector never writes master data)."""
+        self._only(req, "GET", "defaultDimensions")
+        if key is None:
+            return self._list(req, defaults.kind(), records, ctx)
+        found = next((r for r in records if r["id"] == key), None)
+        if found is None:
+            raise E.record_not_found("Default Dimension", f"Id='{key}'")
+        return self._one(req, defaults.kind(), found, ctx + "/$entity")
 
     # -- purchase invoices / credit memos ------------------------------------------------------------------
     def _documents(self, req: Request, company: Company, dt: DocType, key, rest, ctx: str) -> Response:

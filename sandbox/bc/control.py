@@ -17,6 +17,8 @@
 | `POST /_sandbox/clock` `{"advance": seconds}` | move the sandbox clock (token and subscription expiry) |
 | `POST /_sandbox/tokens/revoke` | every issued token becomes invalid |
 | `GET  /_sandbox/stats` | tokens issued, documents, subscriptions, deliveries |
+| `POST /_sandbox/defaultDimensions/{Vendor or GLAccount}/{number}/{dimension}` `{valueCode, postingValidation}` / `DELETE` | a default dimension "in BC" |
+| `POST /_sandbox/late-commits` `{path, method?, count? or rate?, seed?, delay, commit_after}` / `DELETE` | requests answered by a dropped connection, committed later (latecommit.py) |
 """
 from __future__ import annotations
 
@@ -144,6 +146,34 @@ def register_control_routes(app: SandboxApp) -> None:
     def _clock(req):
         app.clock.advance(float((req.json() or {}).get("advance", 0)))
         return Response.json({"now": app.clock.now().isoformat()})
+
+    @route("POST", "/_sandbox/defaultDimensions/{parent}/{number}/{dimension}")
+    def _set_default(req):
+        body = req.json() or {}
+        parent = "G/L Account" if req.params["parent"] in ("GLAccount", "G/L Account", "account") else "Vendor"
+        rec = app.set_default_dimension(parent, req.params["number"], req.params["dimension"],
+                                        body.get("valueCode"), body.get("postingValidation", " "))
+        return Response.json(_strip(rec))
+
+    @route("DELETE", "/_sandbox/defaultDimensions/{parent}/{number}/{dimension}")
+    def _delete_default(req):
+        parent = "G/L Account" if req.params["parent"] in ("GLAccount", "G/L Account", "account") else "Vendor"
+        app.delete_default_dimension(parent, req.params["number"], req.params["dimension"])
+        return Response.empty()
+
+    @route("POST", "/_sandbox/late-commits")
+    def _late(req):
+        body = req.json() or {}
+        app.late_commits.add(body["path"], method=body.get("method", "POST"),
+                             count=None if "rate" in body else int(body.get("count", 1)),
+                             rate=float(body.get("rate", 1.0)), delay=float(body.get("delay", 0.5)),
+                             commit_after=float(body.get("commit_after", 2.0)), seed=body.get("seed"))
+        return Response.empty()
+
+    @route("DELETE", "/_sandbox/late-commits")
+    def _late_clear(req):
+        app.late_commits.clear()
+        return Response.empty()
 
     @route("POST", "/_sandbox/tokens/revoke")
     def _revoke(req):

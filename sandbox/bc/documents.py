@@ -113,6 +113,13 @@ UPPER_FIELDS = {"vendorInvoiceNumber", "vendorCreditMemoNumber", "vendorNumber",
                 "lineObjectNumber", "currencyCode", "purchaser", "valueCode", "code", "unitOfMeasureCode"}
 
 
+def code_upper(value: str) -> str:
+    """AL's upper-casing of a Code field: .NET's per-character (simple) case mapping, so letters
+    without a one-character capital keep their form: 'ß' stays 'ß' ('Straße' -> 'STRAßE', which is
+    not 'STRASSE'), while 'é' -> 'É'. Python's str.upper() would give 'SS'."""
+    return "".join(ch.upper() if len(ch.upper()) == 1 else ch for ch in value)
+
+
 def _is_guid(value) -> bool:
     try:
         uuid.UUID(str(value))
@@ -163,7 +170,7 @@ def convert(body: dict, fields: list[str], writable: set[str], navigation: set[s
             if limit is not None and len(value) > limit:
                 raise E.string_too_long(value, limit)
             if key in UPPER_FIELDS:
-                value = value.upper()
+                value = code_upper(value)
         out[key] = value
     return out
 

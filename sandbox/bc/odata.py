@@ -248,7 +248,9 @@ def _compare(name: str, value, op: str, lit: tuple[str, Any]) -> bool:
         if not isinstance(value, str):
             raise _incompatible(value, kind, op)
         if name in CODE_FIELDS:
-            return _cmp(value.upper(), op, lv.upper())
+            from .documents import code_upper  # AL Code semantics ('ß' stays 'ß')
+
+            return _cmp(code_upper(value), op, code_upper(lv))
         return _cmp(value, op, lv)
     if kind == "num":
         if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):

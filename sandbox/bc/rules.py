@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
+from . import defaults
 from . import errors as E
 from .documents import (DIM_FIELDS, DIM_WRITABLE, HEADER_FIELDS, HEADER_WRITABLE, LINE_FIELDS, LINE_TYPES,
-                        LINE_WRITABLE, ZERO, DimEntry, DocType, Document, Line, OTHER_TABLES, convert, money)
+                        LINE_WRITABLE, ZERO, DimEntry, DocType, Document, Line, OTHER_TABLES, code_upper, convert,
+                        money)
 from .store import EMPTY_GUID, LCY, Clock, Company, iso, next_version
 
 
@@ -51,8 +53,13 @@ class DocumentService:
         values = convert(body, HEADER_FIELDS[doc_type], HEADER_WRITABLE[doc_type],
                          {doc_type.lines, "dimensionSetLines"}, doc_type.type_name)
         self._apply_header(doc, values, creating=True)
+        # the vendor's default dimensions are on the header before any nested dimension set line is
+        # inserted; a nested line for a code already there fails the whole deep insert (production
+        # facts: APIV2DimensionSetLines.Page.al OnInsertRecord)
+        doc.dims = defaults.inherited_entries(self.company, defaults.VENDOR, doc.header.get("vendorId"),
+                                              self._dim_entry)
         for item in _as_list(body.get("dimensionSetLines"), "dimensionSetLines"):
-            self._add_dim(doc.dims, item, in_deep_insert=True)
+            self._add_dim(doc.dims, item)
         self._apply_shortcut_dims(doc, values)
         for item in _as_list(body.get(doc_type.lines), doc_type.lines):
             doc.lines.append(self._build_line(doc, item))
@@ -152,7 +159,9 @@ class DocumentService:
         if "dueDate" not in values and (creating or doc_date_field in values):
             h["dueDate"] = (date.fromisoformat(h[doc_date_field]) + timedelta(days=30)).isoformat()
         if creating:
-            h.setdefault("pricesIncludeTax", False)
+            # "Prices Including VAT" comes from the vendor unless the request sends pricesIncludeTax
+            # (APIV2PurchaseInvoices.Page.al; Purchase Header validates Buy-from Vendor No.)
+            h.setdefault("pricesIncludeTax", bool(vendor.get("_pricesIncludeTax")) if vendor else False)
             h.setdefault("discountAmount", ZERO)
 
     def _apply_shortcut_dims(self, doc: Document, values: dict) -> None:
@@ -269,13 +278,14 @@ class DocumentService:
         if values.get("taxCode") and values["taxCode"] not in self.company.vat_rates:
             raise E.missing_related("VAT Product Posting Group", f"Code='{values['taxCode']}'")
         dims = dict(existing.dims) if existing is not None else dict(doc.dims)  # lines inherit the header (3.4)
-        seen: set[str] = set()
+        if existing is None and line_type == "Account":  # then the account's defaults, which win
+            dims.update(defaults.inherited_entries(self.company, defaults.ACCOUNT, values["accountId"],
+                                                   self._dim_entry))
         for dim_item in _as_list(item.get("dimensionSetLines") if existing is None else None, "dimensionSetLines"):
             entry = self._dim_entry(dim_item)
-            if entry.code in seen:
+            if entry.code in dims:  # inherited from the header (vendor) or the account, or sent twice
                 raise E.dialog("The dimension set line already exists. Check existing dimension set lines and the "
                                "default dimension set lines on the parent.")
-            seen.add(entry.code)
             dims[entry.code] = entry
         return Line(existing.id if existing else str(uuid.uuid4()), sequence, values, dims)
 
@@ -392,12 +402,13 @@ class DocumentService:
                 if problem:
                     raise E.dialog(f"The dimensions used in {dt.parent_type} {doc.number} are invalid. "
                                    f"Dimension Value {entry.code} - {entry.value_code} {problem}.")
+        defaults.check_posting(self.company, doc)
         if doc.totals["totalAmountIncludingTax"] < 0:
             raise E.dialog(f"The total amount for the {dt.noun} must be 0 or greater.")
         for other in self.company.documents.values():
             if other is not doc and other.type is dt and other.posted and \
                     other.header.get("vendorId") == vendor["id"] and \
-                    other.vendor_document_number.upper() == doc_no.upper() and doc_no:
+                    code_upper(other.vendor_document_number) == code_upper(doc_no) and doc_no:
                 raise E.dialog(f"Purchase {dt.label} {doc_no} already exists for this vendor.")
         counter = f"posted:{dt.entity_set}"
         number = self.company.series.setdefault(counter, dt.posted_start)

@@ -112,6 +112,7 @@ class Company:
         self.vat_rates: dict[str, Decimal] = dict(seed.VAT_RATES)
         self.documents: dict[str, Any] = {}  # id -> documents.Document
         self.orders: dict[str, dict] = {}  # id -> purchase order record (with "_lines")
+        self.default_dimensions: dict[tuple[str, str], dict[str, dict]] = {}  # see defaults.py
         self.series = {"vendor": 90000, "order": 106001}
 
     def as_entity(self) -> dict:
@@ -134,6 +135,17 @@ class Company:
         for rec in seed.dimension_values():
             dim = self.dimensions[rec["dimensionId"]]
             self._put_dimension_value(dim["code"], rec, stamp)
+        from . import defaults
+
+        for parent, table in (("Vendor", seed.VENDOR_DEFAULT_DIMENSIONS),
+                              ("G/L Account", seed.ACCOUNT_DEFAULT_DIMENSIONS)):
+            for number, rules in table.items():
+                if number in self.vendor_by_number or number in self.account_by_number:
+                    for dimension, value, validation in rules:
+                        defaults.set_default(self, parent, number, dimension, value, validation)
+        for number in seed.PRICES_INCLUDING_VAT_VENDORS:
+            if number in self.vendor_by_number:
+                self.vendor_by_number[number]["_pricesIncludeTax"] = True  # not a field of APIV2 - Vendors
 
     def seed_bulk(self, vendors: int = 0, accounts: int = 0, dimension_values: int = 0,
                   dimension: str | None = None) -> None:

@@ -110,27 +110,54 @@ class BcClient(ApiClient):
         return list(self.iterate("/companies", page_size=None))
 
     # -- purchase documents ---------------------------------------------------------------------------
-    def find_documents(self, company_id: str, entity: str, vendor_number: str, vendor_doc_number: str) -> list[PurchaseDocument]:
-        """Drafts and posted documents of this vendor with this vendor invoice / credit memo number."""
+    def find_documents(self, company_id: str, entity: str, vendor_number: str, vendor_doc_number: str,
+                       expand: str | None = None) -> list[PurchaseDocument]:
+        """Drafts and posted documents of this vendor with this vendor invoice / credit memo number.
+        BC compares Code fields case-insensitively (they are stored upper-case); callers compare again."""
         field = VENDOR_DOC_NUMBER[entity]
         flt = f"vendorNumber eq {odata_literal(vendor_number)} and {field} eq {odata_literal(vendor_doc_number)}"
         return [PurchaseDocument.model_validate(d)
-                for d in self.iterate(self.company_path(company_id, entity), filter=flt, page_size=None)]
+                for d in self.iterate(self.company_path(company_id, entity), filter=flt, page_size=None,
+                                      expand=expand)]
 
     def get_document(self, company_id: str, entity: str, document_id: str,
                      expand: str | None = None) -> PurchaseDocument | None:
         body = self.get(f"{self.company_path(company_id, entity)}({document_id})", expand=expand)
         return PurchaseDocument.model_validate(body) if body else None
 
-    def create_document(self, company_id: str, entity: str, body: dict, *,
-                        max_attempts: int | None = None) -> PurchaseDocument:
+    def create_document(self, company_id: str, entity: str, body: dict, *, max_attempts: int | None = None,
+                        expand: str | None = None) -> PurchaseDocument:
         response = self.request("POST", self.company_path(company_id, entity), content=_dumps(body),
+                                params={"$expand": expand} if expand else None,
                                 headers={"Content-Type": "application/json"}, max_attempts=max_attempts)
         return PurchaseDocument.model_validate(_parse(response))
 
-    def post_document(self, company_id: str, entity: str, document_id: str) -> None:
+    def post_document(self, company_id: str, entity: str, document_id: str, *,
+                      max_attempts: int | None = None) -> None:
         self.request("POST", f"{self.company_path(company_id, entity)}({document_id})/Microsoft.NAV.post",
-                     content=b"", headers={"Content-Type": "application/json"})
+                     content=b"", headers={"Content-Type": "application/json"}, max_attempts=max_attempts)
+
+    def line_dimensions_path(self, company_id: str, entity: str, document_id: str, line_id: str) -> str:
+        return f"{self.company_path(company_id, entity)}({document_id})/{LINES[entity]}({line_id})/dimensionSetLines"
+
+    def set_line_dimension(self, company_id: str, entity: str, document_id: str, line_id: str, code: str,
+                           value_code: str, *, dimension_id: str | None = None, etag: str | None = None,
+                           max_attempts: int | None = None) -> dict:
+        """PATCH an inherited line dimension (If-Match) or POST a missing one (reference 3.5)."""
+        path = self.line_dimensions_path(company_id, entity, document_id, line_id)
+        if dimension_id:
+            response = self.request("PATCH", f"{path}({dimension_id})", content=_dumps({"valueCode": value_code}),
+                                    headers={"Content-Type": "application/json", "If-Match": etag or "*"},
+                                    max_attempts=max_attempts)
+        else:
+            response = self.request("POST", path, content=_dumps({"code": code, "valueCode": value_code}),
+                                    headers={"Content-Type": "application/json"}, max_attempts=max_attempts)
+        return _parse(response)
+
+    def vendor_default_dimensions(self, company_id: str) -> list[dict]:
+        """Every vendor's default dimensions (`defaultDimensions`; G/L accounts' are not exposed)."""
+        return list(self.iterate(self.company_path(company_id, "defaultDimensions"),
+                                 filter="parentType eq 'Vendor'"))
 
     def delete_document(self, company_id: str, entity: str, document_id: str, etag: str | None = None) -> bool:
         """Delete a draft. False if it was already gone."""

@@ -62,6 +62,9 @@ POLICY: tuple[Rule, ...] = (
     Rule(Action.RETRY, 429, 429, unprocessed=True,
          why="over the rate or connection limit, refused before it ran (Microsoft Learn: 'Working with API "
              "limits in Dynamics 365 Business Central'); Basware's gateway throttles the same way"),
+    Rule(Action.RETRY, 503, 503, system="bc", unprocessed=True,
+         why="a request queued behind BC's 5 concurrent ones for 8 minutes, or a tenant that is unavailable, "
+             "is answered 503 before it runs (Microsoft Learn, 'Operational limits for Business Central Online')"),
     Rule(Action.RETRY, 408, 408, why="the server gave up waiting for the request; it may have run"),
     Rule(Action.RETRY, 500, 599, why="server or gateway trouble (BC: 502/503/504 while a tenant is busy)"),
     Rule(Action.CONFIG, 403, 403, why="the app registration lacks a permission, or the company is not ours"),

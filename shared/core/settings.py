@@ -50,6 +50,7 @@ SETTING_NAMES = (
     "BC_TENANT_ID", "BC_ENVIRONMENT", "BC_COMPANY_ID", "BC_CLIENT_ID", "BC_CLIENT_SECRET", "BC_API_URL",
     "BC_AUTHORITY_URL", "BC_NOTIFICATION_URL", "BC_CLIENT_STATE",
     "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE", "TOTAL_TOLERANCE", "BC_PARTIAL_PAYMENTS",
+    "BC_LATE_COMMIT_WINDOW_SECONDS",
     *DEFAULT_SCHEDULES, "RETENTION_DAYS", "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "ATTACHMENT_CATEGORIES", "ATTACHMENT_REQUIRED",
 )
@@ -120,6 +121,11 @@ class Settings(BaseModel):
     post_mode: Literal["post", "draft"] = "post"
     total_tolerance: Decimal = Decimal("0.01")
     bc_partial_payments: bool = False  # report partial payments and reversals (BC analytics vendorLedgerEntries)
+    # How long BC may still commit a request the client gave up on: a request waits up to 8 minutes
+    # in BC's queue (beyond 5 concurrent) and then runs up to the 8-minute operation timeout
+    # (Microsoft Learn, administration/operational-limits-online). Before creating or posting again
+    # after an unclear outcome the connector waits this long, so the first request cannot land after.
+    bc_late_commit_window: float = 960.0
     schedules: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
     retention_days: int = Field(400, ge=1)
     appinsights_connection_string: Secret | None = None
@@ -277,6 +283,12 @@ def load_settings(environ: Mapping[str, str] | None = None,
         raise _fail("TOTAL_TOLERANCE", "must be a decimal number such as 0.01") from None
     if tolerance < 0:
         raise _fail("TOTAL_TOLERANCE", "must not be negative")
+    try:
+        late_window = float(get("BC_LATE_COMMIT_WINDOW_SECONDS") or "960")
+    except ValueError:
+        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must be a number of seconds such as 960") from None
+    if late_window < 0:
+        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must not be negative")
 
     partial = (get("BC_PARTIAL_PAYMENTS") or "false").lower()
     if partial not in ("true", "false", "1", "0", "yes", "no"):
@@ -335,6 +347,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
             post_mode=post_mode,
             total_tolerance=tolerance,
             bc_partial_payments=partial in ("true", "1", "yes"),
+            bc_late_commit_window=late_window,
             schedules=schedules,
             retention_days=int(retention),
             appinsights_connection_string=(Secret(v) if (v := get("APPLICATIONINSIGHTS_CONNECTION_STRING"))

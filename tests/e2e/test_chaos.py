@@ -30,6 +30,14 @@ response per invoice, carrying the BC number; no job lost (each is done, or dead
 the admin API and replayed through it, and then done); the audit trail of each invoice tells its
 story in order, from reading the document to the answer Basware got.
 
+BC as it really is (a separate block of faults below, BC_REALISM): 5% of the draft creates and 5% of
+the posts are committed by BC after the client gave up on them (the connection is dropped after
+LATE_DELAY s, BC commits at LATE_COMMIT_AFTER s; the connector waits out BC_LATE_COMMIT_WINDOW_SECONDS,
+shortened to LATE_COMMIT_WINDOW); the seeded invoices include vendors and a G/L account with default
+dimensions (about 10% of the invoices, half of their rows coded differently from the default) and
+gross-price vendors (about 6%). Afterwards every posted line also carries exactly the coded
+dimension values.
+
 CHAOS_INVOICES (default 500) scales the run; CHAOS_SEED picks which invoices are duplicated or
 killed and seeds the fault draws (thread timing still varies from run to run). About 3.5 minutes for
 500 invoices on a 2-core machine (most of it is the invoices arriving and the outage's 5 deliveries).
@@ -68,6 +76,11 @@ OUTAGE_INVOICES = 2  # refused by BC until dead-lettered, then replayed through 
 OUTAGE_MAX_SECONDS = 170  # ... or until this long after they arrive, whichever comes first
 WEBHOOK_SECONDS = N * 0.26  # Basware announces the invoices over this long (~3.8 per second)
 TOKEN_LIFETIME, CLOCK_STEP, CLOCK_EVERY = 60, 30, 5.0
+# -- BC_REALISM: late commits (sandbox/bc/latecommit.py); default dimensions and gross-price vendors
+#    come with the seed (sandbox/seed.py VENDOR_DEFAULT_DIMENSIONS, PRICES_INCLUDING_VAT_VENDORS)
+BC_LATE_CREATE_RATE, BC_LATE_POST_RATE = 0.05, 0.05
+LATE_DELAY, LATE_COMMIT_AFTER = 0.5, 2.0
+LATE_COMMIT_WINDOW = "8"  # BC's is 16 minutes; the sandbox commits within seconds
 FUNCTION_KEY = "chaos-function-key"
 MAIN_PHASE_SECONDS = float(os.environ.get("CHAOS_TIMEOUT", str(max(240, N * 0.6))))
 API_PATH = r"/api/v2\.0/"
@@ -277,10 +290,15 @@ def test_chaos_every_invoice_is_posted_once_and_answered_once(fresh_azurite, app
     bc.faults.add_random(API_PATH, BC_5XX_RATE, status=503, retry_after=1)
     basware.faults.add_random(r"/transferResponses$", BASWARE_RESPONSE_5XX_RATE / 2, status=503, method="POST",
                               seed=SEED + 4)
+    # BC_REALISM: creates and posts that BC commits after the client gave up
+    bc.late_commits.add(_CREATE.pattern, method="POST", count=None, rate=BC_LATE_CREATE_RATE, delay=LATE_DELAY,
+                        commit_after=LATE_COMMIT_AFTER, seed=SEED + 5)
+    bc.late_commits.add(_POST.pattern, method="POST", count=None, rate=BC_LATE_POST_RATE, delay=LATE_DELAY,
+                        commit_after=LATE_COMMIT_AFTER)
 
     env = connector_env(fresh_azurite.connection_string, basware.base_url, bc.base_url, **QUIET,
                         POLL_SCHEDULE="0 */5 * * * *", DEVHOST_INFLIGHT_VISIBILITY_SECONDS="5",
-                        DEVHOST_FUNCTION_KEY=FUNCTION_KEY)
+                        DEVHOST_FUNCTION_KEY=FUNCTION_KEY, BC_LATE_COMMIT_WINDOW_SECONDS=LATE_COMMIT_WINDOW)
     app = app_process(env)
     restarts = 0
     bc.on_kill = lambda why: app.kill()
@@ -397,6 +415,10 @@ def test_chaos_every_invoice_is_posted_once_and_answered_once(fresh_azurite, app
     basware_401 = sum(1 for c in basware.calls.since(0) if c.status == 401)
     bc_401 = statuses.get(401, 0)
     outage_dead = sum(1 for d in stubborn if invoice_job_id(d["invoiceId"]) in dead_lettered)
+    late_creates = sum(1 for m, p, st in bc.late_commits.committed if _CREATE.search(p) and st == 201)
+    late_posts = sum(1 for m, p, st in bc.late_commits.committed if _POST.search(p) and st == 204)
+    with_defaults = sum(1 for d in docs if has_defaults(d))
+    gross_price = sum(1 for d in docs if d["supplierCode"] in seed.PRICES_INCLUDING_VAT_VENDORS)
     summary = (f"chaos: {N} invoices in {elapsed:.0f}s (main phase {main_phase:.0f}s); {len(bc.killed)} kills, "
                f"{restarts} restarts; {sum(1 for v in webhooks.delivered.values() if v > 1)} invoices announced "
                f"more than once, {webhooks.refused} webhook deliveries refused while the host was down; BC "
@@ -404,7 +426,9 @@ def test_chaos_every_invoice_is_posted_once_and_answered_once(fresh_azurite, app
                f"{bc_401} x 401; Basware {basware.lost_answers} lost transfer-response answers, "
                f"{sum(1 for c in basware.calls.since(0) if c.status == 503)} x 503, {basware_401} x 401; "
                f"{len(dead_lettered)} jobs dead-lettered ({outage_dead} of the {OUTAGE_INVOICES} in a BC outage), "
-               f"{sum(202 in a for a in dead_lettered.values())} replays accepted by the admin API")
+               f"{sum(202 in a for a in dead_lettered.values())} replays accepted by the admin API; BC committed "
+               f"{late_creates} creates and {late_posts} posts late; {with_defaults} invoices with default "
+               f"dimensions, {gross_price} for gross-price vendors")
     print(summary)
     if outage_dead < OUTAGE_INVOICES:
         print("note: an outage job was not dead-lettered within OUTAGE_MAX_SECONDS (its BC outage ended then)")
@@ -425,6 +449,19 @@ def test_chaos_every_invoice_is_posted_once_and_answered_once(fresh_azurite, app
         assert answers == [(True, posted.number)], f"{doc['invoiceId']}: transfer responses {answers}"
         assert current["processingStatus"] == "Transferred"
 
+    # -- BC_REALISM: every posted line carries exactly the dimension values Basware coded ------------------
+    fields = {m["basware_field"]: m["dimension"] for m in seed.DIMENSION_MAP}
+    miscoded = {}
+    for doc in docs:
+        posted = by_number[doc["invoiceNumber"].upper()][0]
+        rows = sorted(doc["codingRows"], key=lambda r: r["rowIndex"])
+        for line, row in zip(sorted(posted.lines, key=lambda ln: ln.sequence), rows):
+            coded = {dim: row[f].upper() for f, dim in fields.items() if row.get(f)}
+            carried = {code: entry.value_code for code, entry in line.dims.items() if code in coded}
+            if carried != coded:
+                miscoded[doc["invoiceNumber"]] = (coded, carried)
+    assert miscoded == {}, f"posted lines without the coded dimensions: {dict(list(miscoded.items())[:5])}"
+
     # -- no job lost; each trail tells the story ---------------------------------------------------------
     states = Counter(j.state for j in jobs.iter(KIND))
     assert states == Counter({DONE: N}), states
@@ -444,6 +481,12 @@ def test_chaos_every_invoice_is_posted_once_and_answered_once(fresh_azurite, app
     assert len(bc.killed) == len(killed), f"kills planned {killed}, done {bc.killed}"
     assert restarts >= len(killed)
     assert statuses.get(429, 0) and statuses.get(503, 0) and (bc_401 or basware_401), summary
+    assert late_creates and late_posts and with_defaults and gross_price, summary
+
+
+def has_defaults(doc: dict) -> bool:
+    return doc["supplierCode"] in seed.VENDOR_DEFAULT_DIMENSIONS or any(
+        r["accountCode"] in seed.ACCOUNT_DEFAULT_DIMENSIONS for r in doc["codingRows"])
 
 
 def queues_idle(storage: Storage) -> bool:

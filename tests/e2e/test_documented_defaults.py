@@ -21,8 +21,8 @@ NOWHERE = "http://127.0.0.1:9"
 # The README's settings table: each of these has a default, so none is needed to start.
 DEFAULTED = ("BASWARE_REGION", "BASWARE_TOKEN_URL", "BASWARE_SCOPES", "BC_API_URL", "BC_AUTHORITY_URL",
              "BC_NOTIFICATION_URL", "BC_CLIENT_STATE", "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE",
-             "TOTAL_TOLERANCE", *DEFAULT_SCHEDULES, "RETENTION_DAYS", "APPLICATIONINSIGHTS_CONNECTION_STRING",
-             "KEY_VAULT_URL")
+             "TOTAL_TOLERANCE", "BC_LATE_COMMIT_WINDOW_SECONDS", *DEFAULT_SCHEDULES, "RETENTION_DAYS",
+             "APPLICATIONINSIGHTS_CONNECTION_STRING", "KEY_VAULT_URL")
 
 # Which timer runs on which schedule setting (function names as the host lists them).
 TIMERS = {

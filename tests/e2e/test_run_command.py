@@ -18,9 +18,9 @@ def test_run_command_completes_and_its_report_matches_the_sandboxes(tmp_path):
     report = json.loads(report_file.read_text())
     recorded = report["recorded"]
 
-    # 24 seeded approved invoices (3 credit notes among them) post; 3 broken + 1 duplicate fail
+    # 24 seeded approved invoices (3 credit notes among them) post; 4 broken + 1 duplicate fail
     assert len(report["posted"]) == 24 == recorded["basware_successful_transfer_responses"] == recorded["bc_posts"]
-    assert len(report["failed"]) == 4 == recorded["basware_failed_transfer_responses"]
+    assert len(report["failed"]) == 5 == recorded["basware_failed_transfer_responses"]
     assert all(r["transferResponses"] == 1 for r in report["posted"] + report["failed"])
     assert sum(r["bcNumber"].startswith("PCM-") for r in report["posted"]) == 3
     assert len({r["bcNumber"] for r in report["posted"]}) == 24
@@ -29,7 +29,8 @@ def test_run_command_completes_and_its_report_matches_the_sandboxes(tmp_path):
     assert report["bc_drafts_left"] == 0
 
     reasons = " | ".join(r["reason"] for r in report["failed"])
-    for problem in ("vendor V99999 does not exist", "account 6900", "NOPE", "already exists for this vendor"):
+    for problem in ("vendor V99999 does not exist", "account 6900", "NOPE", "already exists for this vendor",
+                    "DEPARTMENT must be IT for vendor V10380"):
         assert problem in reasons
 
     assert len(report["payments"]) == 5 == recorded["basware_payment_responses"]
@@ -46,7 +47,7 @@ def test_run_command_completes_and_its_report_matches_the_sandboxes(tmp_path):
     # the printed report says the same and names where each audit trail is
     for row in report["posted"]:
         assert row["bcNumber"] in result.stdout
-    assert "Failed, with the reason Basware was sent (4)" in result.stdout
+    assert "Failed, with the reason Basware was sent (5)" in result.stdout
     trails = list((ROOT / ".run" / "audit").glob("BRK-UNKNOWN-VENDOR-*.json"))
     # The failure response is in the trail. It need not be the last row: the poll and the webhook may
     # both deliver the invoice, and the later copy re-reads the document after the job finished.

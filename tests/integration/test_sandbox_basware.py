@@ -724,7 +724,8 @@ def test_cli_serves_and_prints_urls_and_credentials():
                                                                "scope": "accountingDocuments.read"})
         assert r.status_code == 200
         stats = httpx.get(f"{base}/_sandbox/stats").json()
-        assert stats["documents"]["WaitingForTransfer"] == 27 and stats["tokens_issued"] == 1
+        assert stats["documents"]["WaitingForTransfer"] == 24 + len(seed.broken_invoices()) and \
+            stats["tokens_issued"] == 1
     finally:
         proc.terminate()
         proc.wait(10)

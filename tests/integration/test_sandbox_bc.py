@@ -134,7 +134,7 @@ def test_deep_insert_with_three_lines_and_dimensions_creates_a_draft_with_bc_tot
     body = invoice(lines=[
         line("6200", 2, 60.00, "STANDARD", dimensionSetLines=[{"code": "PROJECT", "valueCode": "P-1001"}]),
         line("6230", 1, 1000, "REDUCED", description="IT support November"),
-        line("5130", 3, 33.33, "ZERO", dimensionSetLines=[{"code": "DEPARTMENT", "valueCode": "PURCH"}]),
+        line("5130", 3, 33.33, "ZERO", dimensionSetLines=[{"code": "PROJECT", "valueCode": "P-1002"}]),
     ], dimensionSetLines=[{"code": "DEPARTMENT", "valueCode": "PROD"}, {"code": "AREA", "valueCode": "NORTH"}])
     created = create(api, body)
     assert created.status_code == 201, created.text
@@ -155,7 +155,7 @@ def test_deep_insert_with_three_lines_and_dimensions_creates_a_draft_with_bc_tot
     assert lines[1]["description"] == "IT support November" and lines[0]["description"] == "Office Supplies"
     dims = [{d["code"]: d["valueCode"] for d in ln["dimensionSetLines"]} for ln in lines]
     assert dims[0] == {"DEPARTMENT": "PROD", "AREA": "NORTH", "PROJECT": "P-1001"}  # inherits the header's
-    assert dims[2]["DEPARTMENT"] == "PURCH"
+    assert dims[2] == {"DEPARTMENT": "PROD", "AREA": "NORTH", "PROJECT": "P-1002"}
     assert {d["code"] for d in again["dimensionSetLines"]} == {"DEPARTMENT", "AREA"}
 
 
@@ -585,3 +585,138 @@ def test_bulk_seed_is_fast_and_pageable(bc, api):
     page = api.get(f"{CO}/dimensionValues", headers={"Prefer": "odata.maxpagesize=5000"}).json()
     assert len(page["value"]) == 5000 and "@odata.nextLink" in page
     assert len(api.get(f"{CO}/vendors", params={"$filter": "startswith(number,'B')"}).json()["value"]) == 10000
+
+
+# -- default dimensions, gross-price vendors, late commits, queueing ------------------------------------------
+def vendor_id(number: str) -> str:
+    return seed.stable_uuid("vendor", number)
+
+
+def test_vendor_default_dimensions_are_readable_and_account_defaults_are_not(api):
+    (rule,) = api.get(f"{CO}/vendors({vendor_id('V10030')})/defaultDimensions").json()["value"]
+    assert rule["parentType"] == "Vendor" and rule["parentId"] == vendor_id("V10030")
+    assert (rule["dimensionCode"], rule["dimensionValueCode"], rule["postingValidation"]) == ("DEPARTMENT", "ADM", " ")
+    everything = api.get(f"{CO}/defaultDimensions").json()["value"]
+    assert {r["parentType"] for r in everything} == {"Vendor"}  # enum 352 has no G/L Account
+    same_code = api.get(f"{CO}/defaultDimensions",
+                        params={"$filter": "postingValidation eq 'Same_x0020_Code'"}).json()["value"]
+    assert [(r["parentId"], r["dimensionValueCode"]) for r in same_code] == [(vendor_id("V10380"), "IT")]
+    account = seed.stable_uuid("account", "6120")
+    assert all(r["parentId"] != account for r in everything)
+    assert_bc_error(api.get(f"{CO}/accounts({account})/defaultDimensions"), 404, "BadRequest_NotFound")
+
+
+def test_vendor_and_account_defaults_are_inherited_and_a_nested_clash_stores_nothing(bc, api):
+    created = create(api, invoice(vendor="V10030", lines=[line("6120", 1, 100), line("6200", 1, 50)]))
+    assert created.status_code == 201, created.text
+    doc = api.get(f"{CO}/purchaseInvoices({created.json()['id']})",
+                  params={"$expand": "dimensionSetLines,purchaseInvoiceLines($expand=dimensionSetLines)"}).json()
+    assert {d["code"]: d["valueCode"] for d in doc["dimensionSetLines"]} == {"DEPARTMENT": "ADM"}
+    lines = [{d["code"]: d["valueCode"] for d in ln["dimensionSetLines"]} for ln in doc["purchaseInvoiceLines"]]
+    assert lines == [{"DEPARTMENT": "ADM", "AREA": "SOUTH"}, {"DEPARTMENT": "ADM"}]  # the account's AREA too
+
+    before = set(bc.documents)
+    for clash in (invoice(vendor="V10030", number="CLASH-1", lines=[
+                      line("6200", 1, 10), line("6200", 1, 10, dimensionSetLines=[{"code": "DEPARTMENT",
+                                                                                  "valueCode": "PROD"}])]),
+                  invoice(vendor="V10010", number="CLASH-2", lines=[
+                      line("6120", 1, 10, dimensionSetLines=[{"code": "AREA", "valueCode": "NORTH"}])]),
+                  invoice(vendor="V10030", number="CLASH-3",
+                          dimensionSetLines=[{"code": "DEPARTMENT", "valueCode": "PROD"}])):
+        assert_bc_error(create(api, clash), 400, "Application_DialogException",
+                        "The dimension set line already exists. Check existing dimension set lines and the "
+                        "default dimension set lines on the parent.")
+    assert set(bc.documents) == before  # a failed deep insert leaves nothing
+
+
+def test_line_dimension_set_lines_are_patched_with_if_match_and_added_with_post(api):
+    doc = create(api, invoice(vendor="V10030", lines=[line("6120", 1, 100)])).json()
+    lines_url = f"{CO}/purchaseInvoices({doc['id']})/purchaseInvoiceLines"
+    (ln,) = api.get(lines_url).json()["value"]
+    dims_url = f"{lines_url}({ln['id']})/dimensionSetLines"
+    department = next(d for d in api.get(dims_url).json()["value"] if d["code"] == "DEPARTMENT")
+    one = f"{dims_url}({department['id']})"
+    assert_bc_error(api.patch(one, json={"valueCode": "PROD"}), 400, "BadRequest_InvalidToken")
+    patched = api.patch(one, json={"valueCode": "PROD"}, headers={"If-Match": department["@odata.etag"]})
+    assert patched.status_code == 200 and patched.json()["valueCode"] == "PROD"
+    assert_bc_error(api.patch(one, json={"valueCode": "FIN"}, headers={"If-Match": department["@odata.etag"]}),
+                    409, "Request_EntityChanged")
+    added = api.post(dims_url, json={"code": "PROJECT", "valueCode": "P-1003"})
+    assert added.status_code == 201 and added.json()["parentType"] == "Purchase Invoice Line"
+    assert_bc_error(api.post(dims_url, json={"code": "AREA", "valueCode": "NORTH"}), 400,
+                    "Application_DialogException", "The dimension set line already exists")
+    got = {d["code"]: d["valueCode"] for d in api.get(dims_url).json()["value"]}
+    assert got == {"DEPARTMENT": "PROD", "AREA": "SOUTH", "PROJECT": "P-1003"}
+
+
+def post_action(api, doc_id: str) -> httpx.Response:
+    return api.post(f"{CO}/purchaseInvoices({doc_id})/Microsoft.NAV.post")
+
+
+def test_posting_enforces_vendor_and_account_dimension_rules(bc, api):
+    # Same Code on the vendor: V10380 requires DEPARTMENT IT; a line coded FIN is refused at posting
+    doc = create(api, invoice(vendor="V10380", number="SAME-1", lines=[line("6200", 1, 10)])).json()
+    (ln,) = api.get(f"{CO}/purchaseInvoices({doc['id']})/purchaseInvoiceLines").json()["value"]
+    dims_url = f"{CO}/purchaseInvoices({doc['id']})/purchaseInvoiceLines({ln['id']})/dimensionSetLines"
+    (dept,) = api.get(dims_url).json()["value"]
+    api.patch(f"{dims_url}({dept['id']})", json={"valueCode": "FIN"}, headers={"If-Match": "*"})
+    assert_bc_error(post_action(api, doc["id"]), 400, "Application_DialogException",
+                    "Select Dimension Value Code IT for the Dimension Code DEPARTMENT for Vendor V10380. "
+                    "Currently it's FIN.")
+    assert bc.documents[doc["id"]].status == "Draft"
+
+    # Code Mandatory on an account (invisible to the API), then No Code
+    bc.set_default_dimension("G/L Account", "6200", "PROJECT", None, "Code Mandatory")
+    other = create(api, invoice(vendor="V10010", number="MAND-1", lines=[line("6200", 1, 10)])).json()
+    assert_bc_error(post_action(api, other["id"]), 400, "Application_DialogException",
+                    "Select a Dimension Value Code for the Dimension Code PROJECT for G/L Account 6200.")
+    bc.set_default_dimension("G/L Account", "6200", "PROJECT", None, "No Code")
+    coded = create(api, invoice(vendor="V10010", number="NOCODE-1", lines=[
+        line("6200", 1, 10, dimensionSetLines=[{"code": "PROJECT", "valueCode": "P-1001"}])])).json()
+    assert_bc_error(post_action(api, coded["id"]), 400, "Application_DialogException",
+                    "Dimension Code PROJECT must be blank for G/L Account 6200. Currently it's P-1001.")
+    assert post_action(api, other["id"]).status_code == 204  # no value: fine under No Code
+
+
+def test_a_prices_including_vat_vendor_makes_gross_drafts_unless_told_otherwise(api):
+    assert "V10060" in seed.PRICES_INCLUDING_VAT_VENDORS
+    gross = create(api, invoice(vendor="V10060", number="GROSS-1", lines=[line("6200", 1, 125)])).json()
+    assert gross["pricesIncludeTax"] is True
+    assert Decimal(str(gross["totalAmountIncludingTax"])) == Decimal("125.00")
+    assert Decimal(str(gross["totalTaxAmount"])) == Decimal("25.00")
+    net = create(api, invoice(vendor="V10060", number="NET-1", pricesIncludeTax=False,
+                              lines=[line("6200", 1, 125)])).json()
+    assert net["pricesIncludeTax"] is False
+    assert Decimal(str(net["totalAmountIncludingTax"])) == Decimal("156.25")
+
+
+def test_a_late_commit_drops_the_answer_and_commits_afterwards(bc, api):
+    bc.late_commits.add(r"/purchaseInvoices$", method="POST", count=1, delay=0.1, commit_after=1.0)
+    with pytest.raises(httpx.TransportError):
+        create(api, invoice(number="LATE-1"))
+    assert api.get(f"{CO}/purchaseInvoices").json()["value"] == []  # not there yet ...
+    assert bc.late_commits.wait_idle(10)
+    (doc,) = api.get(f"{CO}/purchaseInvoices").json()["value"]  # ... and then it is
+    assert doc["vendorInvoiceNumber"] == "LATE-1" and doc["status"] == "Draft"
+
+    httpx.post(f"{bc.base_url}/_sandbox/late-commits",
+               json={"path": r"Microsoft\.NAV\.post$", "count": 1, "delay": 0.1, "commit_after": 1.0})
+    with pytest.raises(httpx.TransportError):
+        post_action(api, doc["id"])
+    assert api.get(f"{CO}/purchaseInvoices({doc['id']})").json()["status"] == "Draft"
+    assert bc.late_commits.wait_idle(10)
+    assert api.get(f"{CO}/purchaseInvoices({doc['id']})").json()["status"] == "Open"
+    assert bc.late_commits.committed == [("POST", f"{CO}/purchaseInvoices", 201),
+                                         ("POST", f"{CO}/purchaseInvoices({doc['id']})/Microsoft.NAV.post", 204)]
+
+
+def test_requests_beyond_five_concurrent_wait_in_bc_queue_and_all_succeed(bc):
+    bc.configure({"processing_delay_ms": 300})
+    with client_for(bc) as client:
+        client.get(f"{CO}/vendors", params={"$top": 1})
+        with __import__("concurrent.futures").futures.ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(lambda _: client.get(f"{CO}/vendors", params={"$top": 1}).status_code,
+                                     range(12)))
+    assert statuses == [200] * 12  # queued (BC queues up to 95), not refused
+    assert bc.processing["peak"] == 5
+    assert bc.throttle.rejections == 0

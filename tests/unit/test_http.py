@@ -12,7 +12,7 @@ import pytest
 from sandbox.common import Response, SandboxApp, SandboxServer
 from shared.clients.bc import BcClient
 from shared.core.errors import AuthError, ConfigError, ConflictError, DocumentError, PermanentError, TransientError
-from shared.clients.http import POLICY, Action, ApiClient, RetryConfig, classify
+from shared.clients.http import POLICY, Action, ApiClient, RetryConfig, classify, resolve
 from shared.core.secrets import Secret
 from shared.clients.tokens import BaswareTokenProvider, EntraTokenProvider
 
@@ -136,8 +136,9 @@ def test_retry_table(status, code, system, action):
     assert classify(status, code, system) is action
 
 
-def test_only_a_429_counts_as_refused_before_it_ran():
-    assert [r.first for r in POLICY if r.unprocessed] == [429]
+def test_only_429_and_bcs_503_count_as_refused_before_they_ran():
+    assert [(r.first, r.system) for r in POLICY if r.unprocessed] == [(429, None), (503, "bc")]
+    assert not resolve(503, None, "basware").unprocessed and not resolve(504, None, "bc").unprocessed
 
 
 def test_the_error_class_follows_the_table(api):
@@ -156,7 +157,10 @@ def test_the_error_class_follows_the_table(api):
     assert throttled.value.unprocessed
     with pytest.raises(TransientError) as unavailable:
         client.request("GET", "/error", params={"status": 503, "code": "Internal_TenantUnavailable"}, max_attempts=1)
-    assert not unavailable.value.unprocessed
+    assert unavailable.value.unprocessed
+    with pytest.raises(TransientError) as gateway:
+        client.request("GET", "/error", params={"status": 504, "code": "GatewayTimeout"}, max_attempts=1)
+    assert not gateway.value.unprocessed  # it may have run
 
 
 def test_one_backoff_formula_with_the_clients_own_random_source_and_sleep(api):

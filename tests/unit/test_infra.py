@@ -399,6 +399,7 @@ def test_the_bicep_settings_are_enough_for_the_app_to_start():
         "BC_COMPANY_ID": "5d0c7a1e-0000-4000-8000-00000000c001",
         "COMPANY_MAP": '{"*": "5d0c7a1e-0000-4000-8000-00000000c001"}',
         "DIMENSION_MAP": "[]", "TAX_CODE_MAP": "{}", "RETENTION_DAYS": "400", "TOTAL_TOLERANCE": "0.01",
+        "BC_LATE_COMMIT_WINDOW_SECONDS": "960",
         "POST_MODE": "post", "BASWARE_REGION": "EU", "KEY_VAULT_URL": "https://kv.vault.azure.net/",
         "ATTACHMENT_CATEGORIES": "ORIGINALIMAGE", "ATTACHMENT_REQUIRED": "False",  # Bicep's string(false)
         "BC_PARTIAL_PAYMENTS": "false",

@@ -1,6 +1,7 @@
 """Per-company BC master data for validating invoices, cached so that steady state costs no reads.
 
-Vendors, G/L accounts, dimension values and the company's local currency are loaded once per
+Vendors (with their default dimensions: `defaultDimensions`, readable for vendors only), G/L
+accounts, dimension values and the company's local currency are loaded once per
 company and kept for `ttl` seconds. When an invoice names a code the cache does not know (or knows
 as blocked), the flow asks for one refresh before failing the invoice, so a vendor created in BC a
 minute ago is found; refreshes are at most one per `min_refresh_interval` per company, so a burst of
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from shared.clients.bc import BcClient
+from shared.flows.invoices.dimensions import AccountDefaults, vendor_defaults_from
 from shared.flows.invoices.mapping import Ledger
 from shared.models.bc import Account, Vendor
 
@@ -42,12 +44,15 @@ def load_ledger(bc: BcClient, company_id: str) -> Ledger:
         account = Account.model_validate(raw)
         accounts[account.number.upper()] = account
     values = bc.dimension_values(company_id)
+    by_id = {v.id.lower(): v.number for v in vendors.values()}
+    vendor_defaults = vendor_defaults_from(bc.vendor_default_dimensions(company_id), by_id)
     info = next(iter(bc.iterate(path(company_id, "companyInformation"), page_size=None)), {}) or {}
     return Ledger(
         lcy=str(info.get("currencyCode") or "").upper(),
         vendors=vendors,
         accounts=accounts,
         dimension_values={code.upper(): frozenset(v.upper() for v in codes) for code, codes in values.items()},
+        vendor_defaults=vendor_defaults,
     )
 
 
@@ -65,6 +70,7 @@ class LedgerCache:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.loads = 0
+        self.account_defaults = AccountDefaults()  # learned from BC's answers (dimensions.py)
 
     def _lock(self, company_id: str) -> threading.Lock:
         with self._guard:

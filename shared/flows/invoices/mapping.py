@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Mapping
 
 from shared.clients.bc import CREDIT_MEMOS, INVOICES, LINES, VENDOR_DOC_NUMBER
+from shared.flows.invoices.dimensions import DefaultDimension, vendor_rule_problems
 from shared.models.basware import AccountingDocument, CodingRow
 from shared.models.bc import Account, Vendor
 from shared.core.settings import DimensionMapping, Settings
@@ -35,6 +36,7 @@ class Ledger:
     vendors: Mapping[str, Vendor]
     accounts: Mapping[str, Account]
     dimension_values: Mapping[str, frozenset[str]]  # dimension code -> value codes
+    vendor_defaults: Mapping[str, tuple[DefaultDimension, ...]] = field(default_factory=dict)  # by vendor number
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class MappedDocument:
     gross: Decimal | None = None            # what BC's totalAmountIncludingTax must come to (absolute)
     tax: Decimal | None = None              # what BC's totalTaxAmount must come to (absolute)
     problems: list[Problem] = field(default_factory=list)
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (clerk's row label, account) per line
 
     @property
     def ok(self) -> bool:
@@ -223,8 +226,16 @@ def map_document(doc: AccountingDocument, ledger: Ledger, rules: MappingRules) -
         description = description[:DESCRIPTION_MAX - 1].rstrip() + "\u2026"
     rows = sorted(doc.coding_rows, key=lambda r: (r.row_index is None, r.row_index or 0))
     lines = [_line(row, i, sign, description, rules, ledger, problems) for i, row in enumerate(rows, start=1)]
+    coded = [(_row_label(row, i), {str(d["code"]).upper(): str(d["valueCode"]).upper()
+                                   for d in line.get("dimensionSetLines", [])})
+             for i, (row, line) in enumerate(zip(rows, lines), start=1)]
+    problems.extend(Problem(text, master_data=True) for text in vendor_rule_problems(
+        vendor_number, ledger.vendor_defaults.get(_key(vendor_number), ()), coded,
+        {m.dimension.upper() for m in rules.dimension_map}))
 
-    body: dict = {"vendorNumber": vendor_number, VENDOR_DOC_NUMBER[entity]: number}
+    # unitCost is net: say so, or a vendor with "Prices Including VAT" makes every amount gross
+    # (pricesIncludeTax is editable on APIV2 - Purchase Invoices, page 30042, and defaults from the vendor)
+    body: dict = {"vendorNumber": vendor_number, VENDOR_DOC_NUMBER[entity]: number, "pricesIncludeTax": False}
     if invoice_date:
         body[DOCUMENT_DATE_FIELD[entity]] = invoice_date
     if posting_date:
@@ -241,6 +252,7 @@ def map_document(doc: AccountingDocument, ledger: Ledger, rules: MappingRules) -
         gross=abs(doc.gross_sum) if doc.gross_sum is not None else None,
         tax=abs(doc.tax_sum1) if doc.tax_sum1 is not None else None,
         problems=problems,
+        rows=[(_row_label(row, i), (row.account_code or "").strip()) for i, row in enumerate(rows, start=1)],
     )
 
 

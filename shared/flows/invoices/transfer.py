@@ -11,6 +11,13 @@ works it at a time, and every step recorded on the row before the next may depen
 intent to acknowledge before acknowledging, the BC id right after the draft exists, the
 response before it is queued. A resumed job re-reads what it recorded instead of repeating it.
 
+BC commits requests after the client gave up (it queues beyond 5 concurrent and has no idempotency
+key): a create or post is sent once per late-commit window (BC_LATE_COMMIT_WINDOW_SECONDS), recorded
+on the row before it is sent; after an unclear outcome the job looks for its own document (its
+marker on every line, ownership.py) or reads the posted state before anything else, and otherwise
+comes back when the window is over. Documents without its marker are never touched. Dimensions:
+dimensions.py. The lease is kept by a heartbeat while the job runs (lease.py).
+
 Job states: received -> acknowledged -> draft_created -> responding -> done, or rejecting ->
 failed (a failure response was sent), or dead_lettered. A round is one offer of the document by
 Basware; a document re-offered after a failure (the user re-transferred it) starts a new round.
@@ -18,16 +25,21 @@ Basware; a document re-offered after a failure (the user re-transferred it) star
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from shared.clients.bc import CREDIT_MEMOS, INVOICES
-from shared.core.errors import ConflictError, ConnectorError, DocumentError, JobBusy, TransientError
-from shared.store.syncstate import PostedIndex
+from shared.clients.bc import CREDIT_MEMOS, INVOICES, LINES
+from shared.core.errors import ConflictError, ConnectorError, DocumentError, JobBusy, PermanentError, TransientError
 from shared.store.jobs import DEAD_LETTERED, DONE, FAILED, Job, JobConflict, job_id
+from shared.store.syncstate import PostedIndex
 from shared.flows.invoices.attachments import attach_images
+from shared.flows.invoices import dimensions, ownership
+from shared.flows.invoices.lease import LeaseKeeper
 from shared.flows.invoices.ledger import ledger_cache
 from shared.flows.invoices.mapping import MappedDocument, MappingRules, clerk_message, map_document, totals_problem
 from shared.models.basware import (TRANSFER_FAILED, TRANSFER_IN_PROGRESS, TRANSFERRED, WAITING_FOR_TRANSFER,
@@ -50,6 +62,7 @@ REJECTING = "rejecting"
 ANSWERING = frozenset({RESPONDING, REJECTING})
 POLL_REQUEUE_AFTER = timedelta(minutes=10)
 ENTITY_NOUN = {INVOICES: "purchase invoice", CREDIT_MEMOS: "purchase credit memo"}
+MAX_UNCLEAR_WAITS = 5  # then the job is retried by the queue (and dead-lettered in the end) instead
 
 
 def invoice_job_id(invoice_id: str) -> str:
@@ -118,7 +131,9 @@ def transfer_invoice(rt, message: InvoiceTransferMessage, dequeue_count: int = 1
         transfer.release()
         return "already_done"
     try:
-        return transfer.run()
+        with LeaseKeeper(transfer.renew_lease, lease_seconds / 3) as keeper:
+            transfer.keeper = keeper
+            return transfer.run()
     except Exception as exc:
         transfer.note_retry(exc, last=dequeue_count >= max_dequeue_count)
         raise
@@ -139,18 +154,66 @@ class _Transfer:
         self.invoice_id = message.invoice_id
         self.audit = Audit(rt, job)
         self.round = int(job.get("round") or 1)
+        self.keeper: LeaseKeeper | None = None
+        self.mapped: MappedDocument | None = None
+        self._row_lock = threading.RLock()  # the heartbeat and the steps write the same row
+        self._renewed_at = time.monotonic()
 
     # -- job row helpers (every write renews the lease) -------------------------------------------
     def update(self, **fields: Any) -> Job:
-        until = utcnow() + timedelta(seconds=self.lease_seconds)
-        self.job = self.rt.jobs.update(self.job, lease_until=until, **fields)
-        self.audit.job = self.job
-        return self.job
+        with self._row_lock:
+            until = utcnow() + timedelta(seconds=self.lease_seconds)
+            self.job = self.rt.jobs.update(self.job, lease_until=until, **fields)
+            self._renewed_at = time.monotonic()
+            self.audit.job = self.job
+            return self.job
 
     def release(self, **fields: Any) -> Job:
-        self.job = self.rt.jobs.release(self.job, **fields)
-        self.audit.job = self.job
-        return self.job
+        with self._row_lock:
+            self.job = self.rt.jobs.release(self.job, **fields)
+            self.audit.job = self.job
+            return self.job
+
+    def renew_lease(self) -> bool:
+        """The heartbeat (lease.py): extend the lease while a step runs; False once released."""
+        with self._row_lock:
+            if not self.job.lease_owner:
+                return False
+            self.update()
+            return True
+
+    def guard(self, action: str, **fields: Any) -> None:
+        """Before a write to BC that cannot be undone (create, post, delete): still the owner? The
+        conditional row write proves it, and gives the step a whole lease from now."""
+        if self.keeper is not None and self.keeper.lost:
+            raise JobBusy(f"the lease was lost: another worker has the job; not going to {action}")
+        if fields or time.monotonic() - self._renewed_at > self.lease_seconds / 3:
+            try:
+                self.update(**fields)
+            except JobConflict:
+                raise JobBusy(f"another worker took the job over; not going to {action}") from None
+
+    def wait_for_bc(self, seconds: float, step: str, why: str) -> str:
+        """Give the job back and come back once BC can no longer commit what it may still hold. After
+        MAX_UNCLEAR_WAITS in a row BC is treated as failing: the queue's retries (then the dead letter)
+        take over, so an operator sees it."""
+        waits = int(self.job.get("unclear_waits") or 0) + 1
+        if waits > MAX_UNCLEAR_WAITS:
+            self.update(unclear_waits=0)
+            raise TransientError(f"BC left {MAX_UNCLEAR_WAITS} requests unanswered in a row ({why})", system="bc")
+        self.update(unclear_waits=waits)
+        delay = int(math.ceil(max(seconds, 0.0))) + 1
+        self.rt.storage.enqueue(INVOICE_TRANSFERS, self.message, delay_seconds=delay)
+        self.release()
+        self.audit(step, "waiting", f"{why}; looking again in {delay}s")
+        return "waiting"
+
+    def window_left(self, since_field: str) -> float:
+        """Seconds until BC can no longer commit a request sent at the time recorded in `since_field`."""
+        since = self.job.get(since_field)
+        if not isinstance(since, datetime) or int(self.job.get(since_field + "_round") or 0) != self.round:
+            return 0.0
+        return (since + timedelta(seconds=self.rt.settings.bc_late_commit_window) - utcnow()).total_seconds()
 
     def note_retry(self, exc: Exception, last: bool) -> None:
         """A transient failure: give the lease back and say why (the dead-letter row shows it)."""
@@ -228,15 +291,17 @@ class _Transfer:
             return self.reject(mapped.clerk_message(), "; ".join(p.text for p in mapped.problems), company,
                                mapped.entity, existing)
         ids = _Ids(company, mapped.entity)
-        if existing is None and resumed:
+        if existing is None and (resumed or ownership.draft_index(self.rt.bc).may_hold(
+                company, ids.entity, mapped.vendor_number, mapped.vendor_document_number)):
             existing = self.lookup(ids, mapped)
-            if existing is not None and not existing.is_draft:
-                return self.reject(clerk_message([
-                    f"invoice number {mapped.vendor_document_number} of vendor {mapped.vendor_number} is already "
-                    f"posted in BC as {existing.number}"]), "duplicate of a posted BC document", company,
-                    mapped.entity, None)
+            if isinstance(existing, str):  # a foreign document: rejected
+                return existing
+            if existing is not None and not existing.is_draft:  # ours, posted by an earlier try
+                return self.respond(ids.entity, existing, posted=True)
+        elif existing is not None:
+            existing = self.correct_dimensions(ids, mapped, existing, None)
         draft = existing if existing is not None else self.create_draft(ids, mapped)
-        if isinstance(draft, str):  # refused by BC: already rejected
+        if isinstance(draft, str):  # refused by BC (already rejected), or waiting for BC
             return draft
 
         problem = self.check_totals(ids, mapped, draft)
@@ -273,11 +338,11 @@ class _Transfer:
     def map(self, doc: AccountingDocument, company: str) -> MappedDocument:
         cache = ledger_cache(self.rt.bc)
         rules = MappingRules.from_settings(self.rt.settings)
-        mapped = map_document(doc, cache.get(company), rules)
+        mapped = self.mapped = map_document(doc, cache.get(company), rules)
         if mapped.master_data_problem:  # a code BC may have gained since the cache was filled
             ledger, reloaded = cache.refresh(company)
             if reloaded:
-                mapped = map_document(doc, ledger, rules)
+                mapped = self.mapped = map_document(doc, ledger, rules)
         if mapped.ok:
             self.audit("map", "ok", f"{ENTITY_NOUN[mapped.entity]} for vendor {mapped.vendor_number}, "
                                     f"{len(doc.coding_rows)} line(s), gross {mapped.gross}")
@@ -306,67 +371,187 @@ class _Transfer:
         self.audit("find_document", "reuse", f"reusing draft {current.number}")
         return current
 
-    def lookup(self, ids: _Ids, mapped: MappedDocument) -> PurchaseDocument | None:
-        """A resumed job: an earlier try may have created a draft and died before recording it."""
-        found = self.rt.bc.find_documents(ids.company, ids.entity, mapped.vendor_number,
-                                          mapped.vendor_document_number.upper())
-        drafts = [d for d in found if d.is_draft]
-        posted = [d for d in found if not d.is_draft]
-        if posted:
-            self.audit("find_document", "duplicate", f"already posted in BC as {posted[0].number}")
-            return posted[0]
-        if drafts:
-            draft = drafts[0]
-            self.update(state=DRAFT_CREATED, bc_id=draft.id, bc_entity=ids.entity, bc_round=self.round,
-                        bc_etag=draft.etag or "", bc_number=draft.number or "", draft_deleted=False,
-                        vendor_number=mapped.vendor_number,
-                        vendor_document_number=mapped.vendor_document_number)
-            self.audit("find_document", "reuse", f"reusing draft {draft.number} from an earlier attempt")
-            return draft
-        self.audit("find_document", "none", "no earlier draft in BC")
-        return None
+    def lookup(self, ids: _Ids, mapped: MappedDocument) -> PurchaseDocument | str | None:
+        """An earlier try may have created (or posted) a document and died before recording it, or BC
+        may have committed a create the connector gave up on. Only documents carrying this job's
+        marker are ours (ownership.py); any other with the same vendor + number is foreign: the
+        invoice fails naming it, and nothing in BC is touched."""
+        found = ownership.classify(
+            self.rt.bc.find_documents(ids.company, ids.entity, mapped.vendor_number,
+                                      ownership.code_upper(mapped.vendor_document_number),
+                                      expand=ownership.expand_for_marker(ids.entity)),
+            ids.entity, self.job.id, mapped.vendor_document_number)
+        foreign = [f.document for f in found if not f.ours]
+        if foreign:
+            return self.reject_foreign(ids, mapped, foreign[0])
+        ours = [f for f in found if f.ours]
+        posted = [f.document for f in ours if not f.document.is_draft]
+        current = [f.document for f in ours if f.document.is_draft and f.round == self.round]
+        stale = [f.document for f in ours if f.document.is_draft and f.round != self.round]
+        keep = posted[0] if posted else next((d for d in current if d.id == self.job.get("bc_id")),
+                                             current[0] if current else None)
+        for extra in stale + [d for d in current if d is not keep]:
+            self.delete_draft(ids.company, ids.entity, extra, reason="a second draft of this connector's (BC "
+                              "committed a request late)" if extra in current else "draft from an earlier round")
+        if keep is None:
+            self.audit("find_document", "none", "no earlier draft in BC")
+            return None
+        self.update(state=DRAFT_CREATED, bc_id=keep.id, bc_entity=ids.entity, bc_round=self.round,
+                    bc_etag=keep.etag or "", bc_number=keep.number or "", draft_deleted=False,
+                    vendor_number=mapped.vendor_number, vendor_document_number=mapped.vendor_document_number)
+        if not keep.is_draft:
+            self.audit("find_document", "posted", f"already posted as {keep.number}", bc_number=keep.number)
+            return keep
+        self.audit("find_document", "reuse", f"reusing draft {keep.number} from an earlier attempt")
+        return self.correct_dimensions(ids, mapped, keep, None)
+
+    def reject_foreign(self, ids: _Ids, mapped: MappedDocument, document: PurchaseDocument) -> str:
+        noun = ENTITY_NOUN[ids.entity]
+        where = ownership.describe(document, noun)
+        self.audit("find_document", "foreign", f"{where} has the same vendor and number and was not made by "
+                   "this connector: left untouched", bc_number=document.number)
+        text = (f"invoice number {mapped.vendor_document_number} of vendor {mapped.vendor_number} is already on "
+                f"BC {where}, not created by this connector (post or delete it in BC, or correct the number)")
+        return self.reject(clerk_message([text], suffix=" Then re-transfer."), f"foreign BC document {where}",
+                           ids.company, ids.entity, None)
 
     def create_draft(self, ids: _Ids, mapped: MappedDocument) -> PurchaseDocument | str:
-        """One deep-insert POST. Not retried blindly: after an unclear outcome (5xx, timeout) BC is
-        asked whether the draft exists before trying again, so a lost answer never makes two."""
+        """One deep-insert POST, never repeated blindly: BC may commit a request after the client
+        gave up on it (reference B3). After an unclear outcome the draft is looked for by this job's
+        marker; if it is not there, the job waits out BC's late-commit window before creating again.
+        Nested dimensions are only those BC will not inherit (dimensions.py); a clash costs one
+        refused POST and is created again without nested dimensions on the unknown accounts."""
+        left = self.window_left("create_sent_at")
+        if left > 0:
+            return self.wait_for_bc(left, "create_draft", "an earlier create may still be committed by BC")
+        cache = ledger_cache(self.rt.bc)
+        lines_key = LINES[ids.entity]
+        marked = ownership.add_marker(mapped.body, ids.entity, ownership.marker(self.job.id, self.round))
+        vendor_defaults = cache.get(ids.company).vendor_defaults.get(mapped.vendor_number.upper(), ())
+        body, plan = dimensions.plan(marked, lines_key, vendor_defaults, ids.company, cache.account_defaults)
+        expand = f"{lines_key}($expand=dimensionSetLines),dimensionSetLines"
         retry = self.rt.bc.retry
         attempt = 0
+        clashed = False
         while True:
             attempt += 1
+            self.guard("create a draft", create_sent_at=utcnow(), create_sent_at_round=self.round)
             try:
-                draft = self.rt.bc.create_document(ids.company, ids.entity, mapped.body, max_attempts=1)
+                draft = self.rt.bc.create_document(ids.company, ids.entity, body, max_attempts=1, expand=expand)
                 break
             except DocumentError as exc:
+                if dimensions.is_clash(exc.message) and not clashed:
+                    # an account default not learned yet (or a vendor default newer than the ledger):
+                    # BC stored nothing; again without nested dimensions on the lines it may concern
+                    clashed = True
+                    accounts = [ln.account for ln in plan.lines if ln.nested]
+                    if all(cache.account_defaults.get(ids.company, a) is not None for a in accounts):
+                        cache.account_defaults.forget(ids.company, accounts)
+                    body, plan = dimensions.plan(marked, lines_key, vendor_defaults, ids.company,
+                                                 cache.account_defaults, strip_unknown=True)
+                    self.audit("create_draft", "clash", "BC inherits a dimension the draft also sent; creating "
+                               "it again without those and correcting the lines after", exc=exc)
+                    self.update(create_sent_at_round=0)  # refused: nothing of it can commit later
+                    continue
                 self.audit("create_draft", "refused", exc.message, exc=exc)
                 return self.reject(clerk_message([f"BC refused the {ENTITY_NOUN[ids.entity]}: {exc.message}"]),
                                    exc.summary(), ids.company, ids.entity, None, exc=exc)
             except TransientError as exc:
-                if not exc.unprocessed:  # e.g. a timeout or 5xx: the deep insert may have committed
-                    landed = self.rt.bc.find_documents(ids.company, ids.entity, mapped.vendor_number,
-                                                       mapped.vendor_document_number.upper())
-                    landed = [d for d in landed if d.is_draft]
-                    if landed:
-                        draft = landed[0]
-                        self.audit("create_draft", "recovered", "the draft was created although BC's answer "
-                                   "was lost", exc=exc)
-                        break
+                if not exc.unprocessed:  # it may have landed, or may yet
+                    return self.unclear_create(ids, mapped, exc)
+                self.update(create_sent_at_round=0)
                 if attempt >= retry.max_attempts:
                     raise
                 self.audit("create_draft", "retry", exc.summary(), exc=exc)
                 if not self.rt.bc.wait_before_retry(attempt, exc):
                     raise  # BC asks for a longer pause than a worker should hold: the queue retries
-                self.update()  # still ours: renew the lease
         try:
             self.update(state=DRAFT_CREATED, bc_id=draft.id, bc_entity=ids.entity, bc_round=self.round,
                         bc_etag=draft.etag or "", bc_number=draft.number or "", draft_deleted=False,
-                        vendor_number=mapped.vendor_number,
+                        vendor_number=mapped.vendor_number, create_sent_at_round=0, unclear_waits=0,
                         vendor_document_number=mapped.vendor_document_number)
         except JobConflict:
-            # another worker took the job over while BC was slow: it must not find our draft as an orphan
-            self.rt.bc.delete_document(ids.company, ids.entity, draft.id, draft.etag)
+            # another worker took the job over while BC was slow. The draft carries this job's
+            # marker: the new owner finds and keeps it (ownership.py); deleting it here could remove
+            # the draft the new owner is about to post.
             raise JobBusy("another worker took over the job while the draft was being created") from None
         self.audit("create_draft", "ok", f"draft {ENTITY_NOUN[ids.entity]} {draft.number} created", http_status=201,
                    bc_number=draft.number)
+        return self.correct_dimensions(ids, mapped, draft, plan)
+
+    def unclear_create(self, ids: _Ids, mapped: MappedDocument, exc: TransientError) -> PurchaseDocument | str:
+        self.audit("create_draft", "unclear", exc.summary(), exc=exc)
+        landed = self.lookup(ids, mapped)
+        if isinstance(landed, str):
+            return landed
+        if landed is not None:  # ours (a posted one is answered by the post step's "already posted")
+            self.audit("create_draft", "recovered", "the draft was created although BC's answer was lost")
+            return landed
+        return self.wait_for_bc(self.window_left("create_sent_at"), "create_draft",
+                                "BC did not answer the create and may still commit it")
+
+    def correct_dimensions(self, ids: _Ids, mapped: MappedDocument, draft: PurchaseDocument,
+                           plan: "dimensions.DimensionPlan | None") -> PurchaseDocument | str:
+        """Make every line carry exactly the coded values: PATCH an inherited value that differs, POST
+        a coded code BC lacks. Lines come from the create's answer where BC returned them."""
+        cache = ledger_cache(self.rt.bc)
+        lines_key = LINES[ids.entity]
+        learn = plan is not None
+        if plan is None:  # a draft from an earlier try: compare it with the coding as it is
+            vendor_defaults = cache.get(ids.company).vendor_defaults.get(mapped.vendor_number.upper(), ())
+            _, plan = dimensions.plan(mapped.body, lines_key, vendor_defaults, ids.company, dimensions.AccountDefaults())
+        lines = (draft.model_extra or {}).get(lines_key)
+        header = (draft.model_extra or {}).get("dimensionSetLines")
+        if lines is None or any("dimensionSetLines" not in ln for ln in lines):
+            if learn and not plan.relies_on_inheritance:
+                return draft  # everything coded was nested and BC accepted it: nothing to check
+            full = self.rt.bc.get_document(ids.company, ids.entity, draft.id,
+                                           expand=f"{lines_key}($expand=dimensionSetLines),dimensionSetLines")
+            if full is None:
+                raise TransientError("the draft just created cannot be read back", system="bc")
+            lines = (full.model_extra or {}).get(lines_key) or []
+            header = (full.model_extra or {}).get("dimensionSetLines")
+        header_dims = None if header is None else {str(d.get("code") or "").upper(): str(d.get("valueCode") or "").upper()
+                                                   for d in header}
+        learned = cache.account_defaults if learn else dimensions.AccountDefaults()
+        corrections = dimensions.reconcile(lines, plan, header_dims, ids.company, learned)
+        done: list = []
+        for attempt in (1, 2):
+            unclear: ConnectorError | None = None
+            for fix in corrections:
+                try:  # once each: a lost answer is settled by reading the lines again, not by resending
+                    self.rt.bc.set_line_dimension(ids.company, ids.entity, draft.id, fix.line_id, fix.code,
+                                                  fix.value, dimension_id=fix.dimension_id, etag=fix.etag,
+                                                  max_attempts=1)
+                    done.append(fix)
+                except TransientError as exc:
+                    unclear = exc
+                    break
+                except PermanentError as exc:
+                    if isinstance(exc, ConflictError) or dimensions.is_clash(exc.message):
+                        unclear = exc  # an earlier, unanswered try had landed: the line changed under us
+                        break
+                    if not isinstance(exc, DocumentError):
+                        raise
+                    self.audit("dimensions", "refused", exc.message, exc=exc)
+                    return self.reject(clerk_message([f"BC refused {fix.code} {fix.value}: {exc.message}"]),
+                                       exc.summary(), ids.company, ids.entity, draft, exc=exc)
+            if unclear is None:
+                break
+            if attempt == 2:
+                raise TransientError(f"the draft's dimensions could not be corrected: {unclear.message}",
+                                     system="bc")
+            self.audit("dimensions", "unclear", unclear.summary(), exc=unclear)
+            full = self.rt.bc.get_document(ids.company, ids.entity, draft.id,
+                                           expand=f"{lines_key}($expand=dimensionSetLines),dimensionSetLines")
+            if full is None:
+                raise TransientError("the draft cannot be read back", system="bc")
+            corrections = dimensions.reconcile((full.model_extra or {}).get(lines_key) or [], plan, header_dims,
+                                               ids.company, dimensions.AccountDefaults())
+        corrections = done
+        if corrections:
+            self.audit("dimensions", "corrected", "; ".join(
+                f"{fix.code} {'set to' if fix.dimension_id else 'added as'} {fix.value}" for fix in corrections)[:900])
         return draft
 
     def check_totals(self, ids: _Ids, mapped: MappedDocument, draft: PurchaseDocument) -> str | None:
@@ -380,22 +565,72 @@ class _Transfer:
 
     def post(self, ids: _Ids, draft: PurchaseDocument) -> str:
         PostedIndex(self.rt.storage).remember(draft.id, self.job.id)  # before BC can pay it (payments flow)
-        try:
-            self.rt.bc.post_document(ids.company, ids.entity, draft.id)
-        except DocumentError as exc:
+        """`Microsoft.NAV.post`, sent once per late-commit window: after an unclear outcome the document
+        is read before anything else; still a draft, it is posted again only once BC can no longer
+        commit the first request (reference B3)."""
+        if self.window_left("post_sent_at") > 0 or self.job.get("post_sent_at_round") == self.round:
             current = self.rt.bc.get_document(ids.company, ids.entity, draft.id)
-            if current is None or current.is_draft:  # really refused (duplicate number, dates, dimensions...)
-                self.audit("post", "refused", exc.message, exc=exc)
-                return self.reject(clerk_message([f"BC refused to post: {exc.message}"]), exc.summary(),
-                                   ids.company, ids.entity, current or draft, exc=exc)
-            self.audit("post", "already", "an earlier attempt had posted it", exc=exc)
-        else:
-            self.audit("post", "ok", "posted", http_status=204)
+            if current is not None and not current.is_draft:
+                self.audit("post", "already", "an earlier post was committed by BC")
+                return self.respond(ids.entity, current, posted=True)
+            left = self.window_left("post_sent_at")
+            if left > 0:
+                return self.wait_for_bc(left, "post", "an earlier post may still be committed by BC")
+        retry = self.rt.bc.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            self.guard("post the draft", post_sent_at=utcnow(), post_sent_at_round=self.round)
+            try:
+                self.rt.bc.post_document(ids.company, ids.entity, draft.id, max_attempts=1)
+            except DocumentError as exc:
+                current = self.rt.bc.get_document(ids.company, ids.entity, draft.id)
+                if current is None or current.is_draft:  # really refused (duplicate number, dates, dimensions...)
+                    self.update(post_sent_at_round=0)
+                    self.audit("post", "refused", exc.message, exc=exc)
+                    return self.reject(clerk_message([self.posting_refusal(ids, exc.message)]), exc.summary(),
+                                       ids.company, ids.entity, current or draft, exc=exc)
+                self.audit("post", "already", "an earlier attempt had posted it", exc=exc)
+            except TransientError as exc:
+                current = self.rt.bc.get_document(ids.company, ids.entity, draft.id)  # read before anything else
+                if current is not None and not current.is_draft:
+                    self.audit("post", "already", "posted although BC's answer was lost", exc=exc)
+                    break
+                if not exc.unprocessed:
+                    self.audit("post", "unclear", exc.summary(), exc=exc)
+                    return self.wait_for_bc(self.window_left("post_sent_at"), "post",
+                                            "BC did not answer the post and may still commit it")
+                self.update(post_sent_at_round=0)
+                if attempt >= retry.max_attempts or not self.rt.bc.wait_before_retry(attempt, exc):
+                    raise
+                continue
+            else:
+                self.audit("post", "ok", "posted", http_status=204)
+            break
         posted = self.rt.bc.get_document(ids.company, ids.entity, draft.id)
         if posted is None or posted.is_draft:
             # e.g. "post with job queue": BC has queued the posting; read it again on the retry
             raise TransientError("BC accepted the post action but the document is not posted yet", system="bc")
         return self.respond(ids.entity, posted, posted=True)
+
+    def posting_refusal(self, ids: _Ids, message: str) -> str:
+        """BC's posting error for the clerk: dimension rules name the rows; a duplicate names the document."""
+        mapped = self.mapped
+        explained = dimensions.explain_posting_refusal(message, mapped.rows if mapped else [])
+        if explained:
+            return f"BC refused to post: {explained}"
+        if "already exists for this vendor" in message and mapped is not None:
+            found = ownership.classify(
+                self.rt.bc.find_documents(ids.company, ids.entity, mapped.vendor_number,
+                                          ownership.code_upper(mapped.vendor_document_number),
+                                          expand=ownership.expand_for_marker(ids.entity)),
+                ids.entity, self.job.id, mapped.vendor_document_number)
+            other = next((f.document for f in found if not f.document.is_draft), None)
+            if other is not None:
+                return (f"BC refused to post: invoice number {mapped.vendor_document_number} of vendor "
+                        f"{mapped.vendor_number} already exists for this vendor, as "
+                        f"{ownership.describe(other, ENTITY_NOUN[ids.entity])}")
+        return f"BC refused to post: {message}"
 
     def respond_posted(self, company: str, entity: str, posted: PurchaseDocument) -> str:
         return self.respond(entity, posted, posted=True)
@@ -437,6 +672,7 @@ class _Transfer:
         self.delete_draft(company, entity, draft, reason="the invoice was rejected")
 
     def delete_draft(self, company: str, entity: str, draft: PurchaseDocument, *, reason: str) -> None:
+        self.guard("delete a draft")
         try:
             self.rt.bc.delete_document(company, entity, draft.id, draft.etag)
         except ConflictError:

@@ -104,6 +104,7 @@ class BcSandbox(SandboxApp):
             company = Company(company_id.lower(), name, self.clock)
             if seed_data:
                 company.seed_standard(vendor_count)
+                defaults.seed_defaults(company)
             self.companies[company.id] = company
             return company
 

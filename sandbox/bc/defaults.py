@@ -36,6 +36,16 @@ API_PARENT_TYPES = {"Vendor"}  # of enum 352, the parents this sandbox has; "G/L
 VENDOR, ACCOUNT = "Vendor", "G/L Account"
 
 
+def seed_defaults(company: Company) -> None:
+    """The seeded vendors' and accounts' default dimensions (called once a company is seeded)."""
+    for parent, rules_by_number in (("Vendor", seed.VENDOR_DEFAULT_DIMENSIONS),
+                                    ("G/L Account", seed.ACCOUNT_DEFAULT_DIMENSIONS)):
+        for number, rules in rules_by_number.items():
+            if number in company.vendor_by_number or number in company.account_by_number:
+                for dimension, value, validation in rules:
+                    set_default(company, parent, number, dimension, value, validation)
+
+
 def normalise_validation(value: str | None) -> str:
     """' ', 'Code Mandatory', 'Same Code' or 'No Code' from any of the spellings in use."""
     text = (value or " ").replace("_x0020_", " ").replace("_", " ").strip()

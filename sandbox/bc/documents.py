@@ -10,7 +10,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
 from . import errors as E
-from .odata import check_decimal
+from .odata import check_decimal, code_upper
 from .resources import Kind
 from .store import EMPTY_GUID, LCY, etag_of, next_version
 
@@ -111,13 +111,6 @@ MAX_LENGTH = {"vendorInvoiceNumber": 35, "vendorCreditMemoNumber": 35, "vendorNu
               **{f: 10 for f in BUY_FROM + SHIP_TO if f.endswith("Country")}}
 UPPER_FIELDS = {"vendorInvoiceNumber", "vendorCreditMemoNumber", "vendorNumber", "payToVendorNumber", "taxCode",
                 "lineObjectNumber", "currencyCode", "purchaser", "valueCode", "code", "unitOfMeasureCode"}
-
-
-def code_upper(value: str) -> str:
-    """AL's upper-casing of a Code field: .NET's per-character (simple) case mapping, so letters
-    without a one-character capital keep their form: 'ß' stays 'ß' ('Straße' -> 'STRAßE', which is
-    not 'STRASSE'), while 'é' -> 'É'. Python's str.upper() would give 'SS'."""
-    return "".join(ch.upper() if len(ch.upper()) == 1 else ch for ch in value)
 
 
 def _is_guid(value) -> bool:

@@ -247,9 +247,7 @@ def _compare(name: str, value, op: str, lit: tuple[str, Any]) -> bool:
     if kind == "str":
         if not isinstance(value, str):
             raise _incompatible(value, kind, op)
-        if name in CODE_FIELDS:
-            from .documents import code_upper  # AL Code semantics ('ß' stays 'ß')
-
+        if name in CODE_FIELDS:  # AL Code semantics ('ß' stays 'ß')
             return _cmp(code_upper(value), op, code_upper(lv))
         return _cmp(value, op, lv)
     if kind == "num":
@@ -422,3 +420,10 @@ def check_decimal(value, name: str):
         return Decimal(str(value))
     except InvalidOperation:
         raise bad_request(f"Cannot convert the literal '{value}' to the expected type 'Edm.Decimal'.") from None
+
+
+def code_upper(value: str) -> str:
+    """AL's upper-casing of a Code field: .NET's per-character (simple) case mapping, so letters
+    without a one-character capital keep their form: 'ß' stays 'ß' ('Straße' -> 'STRAßE', which is
+    not 'STRASSE'), while 'é' -> 'É'. Python's str.upper() would give 'SS'."""
+    return "".join(ch.upper() if len(ch.upper()) == 1 else ch for ch in value)

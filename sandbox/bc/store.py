@@ -135,14 +135,6 @@ class Company:
         for rec in seed.dimension_values():
             dim = self.dimensions[rec["dimensionId"]]
             self._put_dimension_value(dim["code"], rec, stamp)
-        from . import defaults
-
-        for parent, table in (("Vendor", seed.VENDOR_DEFAULT_DIMENSIONS),
-                              ("G/L Account", seed.ACCOUNT_DEFAULT_DIMENSIONS)):
-            for number, rules in table.items():
-                if number in self.vendor_by_number or number in self.account_by_number:
-                    for dimension, value, validation in rules:
-                        defaults.set_default(self, parent, number, dimension, value, validation)
         for number in seed.PRICES_INCLUDING_VAT_VENDORS:
             if number in self.vendor_by_number:
                 self.vendor_by_number[number]["_pricesIncludeTax"] = True  # not a field of APIV2 - Vendors

@@ -18,6 +18,8 @@ from shared.store.jobs import FAILED
 from tests.integration.test_invoice_flow import (CrashingTransport, SimulatedCrash, Worker, bc_documents,
                                                  new_runtime, only, pump, settled, state, steps, successes,
                                                  transfer_responses)
+# the invoice flow's `env`: BC's late-commit window shortened to the sandbox's seconds
+from tests.integration.test_invoice_flow import env  # noqa: F401,E402
 
 ATTACHMENT_API = re.compile(r"/documentAttachments")
 

@@ -203,63 +203,97 @@ def timer_schedule(name: str, environ: Mapping[str, str] | None = None) -> str:
     return _validate_cron(name, (env.get(name) or "").strip() or DEFAULT_SCHEDULES[name])
 
 
-def load_settings(environ: Mapping[str, str] | None = None,
-                  secret_source: Callable[[str], str | None] | None = None) -> Settings:
-    env = dict(os.environ if environ is None else environ)
-    get = lambda name: (env.get(name) or "").strip() or None  # noqa: E731
+class _Reader:
+    """The raw app settings, with the helpers every section reads them through."""
 
-    vault_url = get("KEY_VAULT_URL")
-    if secret_source is None and vault_url:
-        secret_source = key_vault_source(vault_url)
+    def __init__(self, env: dict[str, str], secret_source: Callable[[str], str | None] | None) -> None:
+        self.env = env
+        self.secret_source = secret_source
 
-    def secret(name: str, required: bool = True) -> Secret | None:
+    def get(self, name: str) -> str | None:
+        return (self.env.get(name) or "").strip() or None
+
+    def required(self, name: str) -> str:
+        value = self.get(name)
+        if not value:
+            raise _fail(name, "is missing")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = (self.get(name) or "false").lower()
+        if value not in _TRUE + _FALSE:
+            raise _fail(name, f"must be true or false, got {value!r}")
+        return value in _TRUE
+
+    def secret(self, name: str, required: bool = True) -> Secret | None:
         value = None
-        if secret_source is not None:
+        if self.secret_source is not None:
             try:
-                value = secret_source(kebab(name))
+                value = self.secret_source(kebab(name))
             except Exception as exc:  # noqa: BLE001 - say which secret, never the value
                 raise _fail(name, f"could not be read from Key Vault ({type(exc).__name__})") from None
         if value is None:
-            value = get(name)
+            value = self.get(name)
         if value and value.startswith("@Microsoft.KeyVault("):
             raise _fail(name, "is an unresolved Key Vault reference: grant the app's identity "
                               "'Key Vault Secrets User' on the vault")
         if not value:
             if required:
-                where = f"Key Vault secret '{kebab(name)}' or app setting" if secret_source else "app setting"
+                where = f"Key Vault secret '{kebab(name)}' or app setting" if self.secret_source else "app setting"
                 raise _fail(name, f"is missing: set the {where} {name}")
             return None
         return Secret(value)
 
-    def required(name: str) -> str:
-        value = get(name)
-        if not value:
-            raise _fail(name, "is missing")
-        return value
 
-    region = (get("BASWARE_REGION") or "EU").upper()
+def _basware(r: _Reader) -> dict[str, Any]:
+    region = (r.get("BASWARE_REGION") or "EU").upper()
     if region not in BASWARE_REGION_HOSTS:
         raise _fail("BASWARE_REGION", f"must be one of EU, US, AU, CA, got {region!r}")
-    api_url = get("BASWARE_API_URL") or BASWARE_REGION_HOSTS[region]
+    api_url = r.get("BASWARE_API_URL") or BASWARE_REGION_HOSTS[region]
     if not api_url:
         raise _fail("BASWARE_API_URL", f"is missing: no built-in Basware host is known for region {region}; "
                                        "ask Basware for the regional API URL")
     api_url = api_url.rstrip("/")
-    for name, url in (("BASWARE_API_URL", api_url),):
-        if not url.startswith(("https://", "http://")):
-            raise _fail(name, f"must be an http(s) URL, got {url!r}")
+    if not api_url.startswith(("https://", "http://")):
+        raise _fail("BASWARE_API_URL", f"must be an http(s) URL, got {api_url!r}")
+    return dict(basware_region=region, basware_api_url=api_url,
+                basware_token_url=(r.get("BASWARE_TOKEN_URL") or f"{api_url}/v1/tokens"),
+                basware_client_id=r.required("BASWARE_CLIENT_ID"),
+                basware_client_secret=r.secret("BASWARE_CLIENT_SECRET"),
+                basware_webhook_secret=r.secret("BASWARE_WEBHOOK_SECRET"),
+                basware_scopes=r.get("BASWARE_SCOPES") or BASWARE_DEFAULT_SCOPES)
 
-    company_id = required("BC_COMPANY_ID")
+
+def _business_central(r: _Reader) -> dict[str, Any]:
+    company_id = r.required("BC_COMPANY_ID")
     if not _GUID.match(company_id):
         raise _fail("BC_COMPANY_ID", "must be a company GUID (GET .../api/v2.0/companies lists them)")
-    company_map = _json(env, "COMPANY_MAP", None)
+    company_map = _json(r.env, "COMPANY_MAP", None)
     if company_map is None:
         company_map = {"*": company_id}
     if not isinstance(company_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and _GUID.match(v) for k, v in company_map.items()):
         raise _fail("COMPANY_MAP", 'must be a JSON object {"<basware companyCode>": "<BC company GUID>"}')
+    try:
+        late_window = float(r.get("BC_LATE_COMMIT_WINDOW_SECONDS") or "960")
+    except ValueError:
+        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must be a number of seconds such as 960") from None
+    if late_window < 0:
+        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must not be negative")
+    notification_url = r.get("BC_NOTIFICATION_URL")
+    return dict(bc_tenant_id=r.required("BC_TENANT_ID"), bc_environment=r.required("BC_ENVIRONMENT"),
+                bc_company_id=company_id, bc_client_id=r.required("BC_CLIENT_ID"),
+                bc_client_secret=r.secret("BC_CLIENT_SECRET"),
+                bc_api_url=(r.get("BC_API_URL") or "https://api.businesscentral.dynamics.com").rstrip("/"),
+                bc_authority_url=(r.get("BC_AUTHORITY_URL") or "https://login.microsoftonline.com").rstrip("/"),
+                bc_notification_url=notification_url,
+                bc_client_state=r.secret("BC_CLIENT_STATE", required=bool(notification_url)),
+                company_map=company_map, bc_late_commit_window=late_window,
+                bc_partial_payments=r.flag("BC_PARTIAL_PAYMENTS"))
 
-    raw_dims = _json(env, "DIMENSION_MAP", [])
+
+def _mapping(r: _Reader) -> dict[str, Any]:
+    raw_dims = _json(r.env, "DIMENSION_MAP", [])
     if not isinstance(raw_dims, list):
         raise _fail("DIMENSION_MAP", "must be a JSON list of {dimension, basware_field, target} objects")
     try:
@@ -269,93 +303,60 @@ def load_settings(environ: Mapping[str, str] | None = None,
         raise _fail("DIMENSION_MAP", f"entry is invalid: {'.'.join(map(str, first['loc']))} {first['msg']}") from None
     if len({d.dimension for d in dims}) != len(dims):
         raise _fail("DIMENSION_MAP", "names the same BC dimension twice")
-
-    tax_map = _json(env, "TAX_CODE_MAP", {})
+    tax_map = _json(r.env, "TAX_CODE_MAP", {})
     if not isinstance(tax_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tax_map.items()):
         raise _fail("TAX_CODE_MAP", 'must be a JSON object {"<basware taxCode>": "<BC tax code>"}')
-
-    post_mode = (get("POST_MODE") or "post").lower()
+    post_mode = (r.get("POST_MODE") or "post").lower()
     if post_mode not in ("post", "draft"):
         raise _fail("POST_MODE", f"must be 'post' or 'draft', got {post_mode!r}")
     try:
-        tolerance = Decimal(get("TOTAL_TOLERANCE") or "0.01")
+        tolerance = Decimal(r.get("TOTAL_TOLERANCE") or "0.01")
     except InvalidOperation:
         raise _fail("TOTAL_TOLERANCE", "must be a decimal number such as 0.01") from None
     if tolerance < 0:
         raise _fail("TOTAL_TOLERANCE", "must not be negative")
-    try:
-        late_window = float(get("BC_LATE_COMMIT_WINDOW_SECONDS") or "960")
-    except ValueError:
-        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must be a number of seconds such as 960") from None
-    if late_window < 0:
-        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must not be negative")
+    categories, confidential = _attachment_categories(r.get("ATTACHMENT_CATEGORIES"))
+    required_image = r.flag("ATTACHMENT_REQUIRED")
+    if required_image and "ORIGINALIMAGE" not in categories:
+        raise _fail("ATTACHMENT_REQUIRED", "is true, but ATTACHMENT_CATEGORIES does not copy ORIGINALIMAGE")
+    return dict(dimension_map=dims, tax_code_map=tax_map, post_mode=post_mode, total_tolerance=tolerance,
+                attachment_categories=categories, attachment_confidential=confidential,
+                attachment_required=required_image)
 
-    partial = (get("BC_PARTIAL_PAYMENTS") or "false").lower()
-    if partial not in ("true", "false", "1", "0", "yes", "no"):
-        raise _fail("BC_PARTIAL_PAYMENTS", f"must be true or false, got {partial!r}")
 
-    schedules = {name: _validate_cron(name, get(name) or default) for name, default in DEFAULT_SCHEDULES.items()}
-    retention = get("RETENTION_DAYS") or "400"
+def _operations(r: _Reader) -> dict[str, Any]:
+    schedules = {name: _validate_cron(name, r.get(name) or default) for name, default in DEFAULT_SCHEDULES.items()}
+    retention = r.get("RETENTION_DAYS") or "400"
     if not retention.isdigit() or int(retention) < 1:
         raise _fail("RETENTION_DAYS", f"must be a positive whole number of days, got {retention!r}")
+    insights = r.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    return dict(schedules=schedules, retention_days=int(retention),
+                appinsights_connection_string=Secret(insights) if insights else None)
 
-    categories, confidential = _attachment_categories(get("ATTACHMENT_CATEGORIES"))
-    required_image = (get("ATTACHMENT_REQUIRED") or "false").lower()
-    if required_image not in _TRUE + _FALSE:
-        raise _fail("ATTACHMENT_REQUIRED", f"must be true or false, got {required_image!r}")
-    if required_image in _TRUE and "ORIGINALIMAGE" not in categories:
-        raise _fail("ATTACHMENT_REQUIRED", "is true, but ATTACHMENT_CATEGORIES does not copy ORIGINALIMAGE")
 
-    notification_url = get("BC_NOTIFICATION_URL")
-    client_state = secret("BC_CLIENT_STATE", required=bool(notification_url))
-
-    storage = get("AzureWebJobsStorage")
-    account = get("AzureWebJobsStorage__accountName")
-    queue_uri = get("AzureWebJobsStorage__queueServiceUri")
-    table_uri = get("AzureWebJobsStorage__tableServiceUri")
+def _storage(r: _Reader) -> dict[str, Any]:
+    storage = r.get("AzureWebJobsStorage")
+    account = r.get("AzureWebJobsStorage__accountName")
+    queue_uri = r.get("AzureWebJobsStorage__queueServiceUri")
+    table_uri = r.get("AzureWebJobsStorage__tableServiceUri")
     if not storage and not account and not (queue_uri and table_uri):
         raise _fail("AzureWebJobsStorage", "is missing: set a connection string (UseDevelopmentStorage=true "
                                            "locally) or AzureWebJobsStorage__accountName for managed identity")
+    return dict(storage_connection_string=storage, storage_account_name=account, storage_queue_uri=queue_uri,
+                storage_table_uri=table_uri, storage_client_id=r.get("AzureWebJobsStorage__clientId"))
 
+
+def load_settings(environ: Mapping[str, str] | None = None,
+                  secret_source: Callable[[str], str | None] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    vault_url = (env.get("KEY_VAULT_URL") or "").strip() or None
+    if secret_source is None and vault_url:
+        secret_source = key_vault_source(vault_url)
+    r = _Reader(env, secret_source)
+    # read in the order a person fixes them: a missing Basware setting is named before a BC one
+    fields = {**_basware(r), **_business_central(r), **_mapping(r), **_operations(r), **_storage(r)}
     try:
-        return Settings(
-            storage_connection_string=storage,
-            storage_account_name=account,
-            storage_queue_uri=queue_uri,
-            storage_table_uri=table_uri,
-            storage_client_id=get("AzureWebJobsStorage__clientId"),
-            key_vault_url=vault_url,
-            basware_region=region,
-            basware_api_url=api_url,
-            basware_token_url=(get("BASWARE_TOKEN_URL") or f"{api_url}/v1/tokens"),
-            basware_client_id=required("BASWARE_CLIENT_ID"),
-            basware_client_secret=secret("BASWARE_CLIENT_SECRET"),
-            basware_webhook_secret=secret("BASWARE_WEBHOOK_SECRET"),
-            basware_scopes=get("BASWARE_SCOPES") or BASWARE_DEFAULT_SCOPES,
-            bc_tenant_id=required("BC_TENANT_ID"),
-            bc_environment=required("BC_ENVIRONMENT"),
-            bc_company_id=company_id,
-            bc_client_id=required("BC_CLIENT_ID"),
-            bc_client_secret=secret("BC_CLIENT_SECRET"),
-            bc_api_url=(get("BC_API_URL") or "https://api.businesscentral.dynamics.com").rstrip("/"),
-            bc_authority_url=(get("BC_AUTHORITY_URL") or "https://login.microsoftonline.com").rstrip("/"),
-            bc_notification_url=notification_url,
-            bc_client_state=client_state,
-            company_map=company_map,
-            dimension_map=dims,
-            tax_code_map=tax_map,
-            post_mode=post_mode,
-            total_tolerance=tolerance,
-            bc_partial_payments=partial in ("true", "1", "yes"),
-            bc_late_commit_window=late_window,
-            schedules=schedules,
-            retention_days=int(retention),
-            appinsights_connection_string=(Secret(v) if (v := get("APPLICATIONINSIGHTS_CONNECTION_STRING"))
-                                           else None),
-            attachment_categories=categories,
-            attachment_confidential=confidential,
-            attachment_required=required_image in _TRUE,
-        )
+        return Settings(key_vault_url=vault_url, **fields)
     except ValidationError as exc:  # a field the checks above did not cover
         first = exc.errors()[0]
         raise SettingsError(f"Setting {str(first['loc'][0]).upper()} is invalid: {first['msg']}") from None

@@ -534,3 +534,17 @@ class SandboxServer:
 
     def serve_forever(self) -> None:
         self._server.serve_forever()
+
+
+def serve_in_foreground(server: "SandboxServer", app: SandboxApp, title: str, rows: list[tuple[str, str]]) -> None:
+    """`python -m sandbox.<name>`: say where everything is, then serve until Ctrl+C."""
+    width = max(len(label) for label, _ in rows) + 2
+    print(title, flush=True)
+    for label, value in rows:
+        print(f"  {label.ljust(width)}{value}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sandbox import seed
-from sandbox.common import SandboxServer
+from sandbox.common import SandboxServer, serve_in_foreground
 
 from . import BaswareSandbox
 
@@ -27,25 +27,18 @@ def main(argv: list[str] | None = None) -> None:
     server = SandboxServer(app, port=args.port, host=args.host)
     base = f"http://{args.host}:{server.port}"
     app.base_url = base
-    print(f"Basware sandbox listening on {base}", flush=True)
-    print(f"  token URL       POST {base}/v1/tokens  (HTTP Basic client id/secret; form grant_type, scope)",
-          flush=True)
-    print(f"  API             {base}/v1/accountingDocuments?ProcessingStatus=WaitingForTransfer", flush=True)
-    print(f"  client id       {seed.BASWARE_CLIENT_ID}", flush=True)
-    print(f"  client secret   {seed.BASWARE_CLIENT_SECRET}", flush=True)
-    print(f"  webhook secret  {app.webhook_secret}  (X-BWAPI-Signature-256, {args.signature_encoding})", flush=True)
-    print(f"  documents       {len(app.documents)} (company {seed.COMPANY_CODE})", flush=True)
-    print(f"  settings        BASWARE_API_URL={base} BASWARE_CLIENT_ID={seed.BASWARE_CLIENT_ID} "
-          f"BASWARE_CLIENT_SECRET={seed.BASWARE_CLIENT_SECRET} BASWARE_WEBHOOK_SECRET={app.webhook_secret}",
-          flush=True)
-    print(f"  control         {base}/_sandbox/ (documents, notify, deliveries, masterdata, requests, stats, "
-          "faults, config, calls...)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        app.close()
+    serve_in_foreground(server, app, f"Basware sandbox listening on {base}", [
+        ("token URL", f"POST {base}/v1/tokens  (HTTP Basic client id/secret; form grant_type, scope)"),
+        ("API", f"{base}/v1/accountingDocuments?ProcessingStatus=WaitingForTransfer"),
+        ("client id", f"{seed.BASWARE_CLIENT_ID}"),
+        ("client secret", f"{seed.BASWARE_CLIENT_SECRET}"),
+        ("webhook secret", f"{app.webhook_secret}  (X-BWAPI-Signature-256, {args.signature_encoding})"),
+        ("documents", f"{len(app.documents)} (company {seed.COMPANY_CODE})"),
+        ("settings", f"BASWARE_API_URL={base} BASWARE_CLIENT_ID={seed.BASWARE_CLIENT_ID} "
+                     f"BASWARE_CLIENT_SECRET={seed.BASWARE_CLIENT_SECRET} BASWARE_WEBHOOK_SECRET={app.webhook_secret}"),
+        ("control", f"{base}/_sandbox/ (documents, notify, deliveries, masterdata, requests, stats, "
+                    "faults, config, calls...)"),
+    ])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sandbox import seed
-from sandbox.common import SandboxServer
+from sandbox.common import SandboxServer, serve_in_foreground
 
 from . import BcSandbox
 
@@ -22,24 +22,19 @@ def main(argv: list[str] | None = None) -> None:
     base = f"http://{args.host}:{server.port}"
     app.base_url = base
     api = f"{base}/v2.0/{seed.TENANT_ID}/{seed.ENVIRONMENT}/api/v2.0"
-    print(f"BC sandbox listening on {base}", flush=True)
-    print(f"  token URL     POST {base}/{seed.TENANT_ID}/oauth2/v2.0/token", flush=True)
-    print(f"  API           {api}", flush=True)
-    print(f"  company       {api}/companies({seed.COMPANY_ID})", flush=True)
-    print(f"  tenant        {seed.TENANT_ID}", flush=True)
-    print(f"  environment   {seed.ENVIRONMENT}", flush=True)
-    print(f"  company id    {seed.COMPANY_ID}", flush=True)
-    print(f"  client id     {seed.BC_CLIENT_ID}", flush=True)
-    print(f"  client secret {seed.BC_CLIENT_SECRET}", flush=True)
-    print("  scope         https://api.businesscentral.dynamics.com/.default", flush=True)
-    print(f"  settings      BC_API_URL={base} BC_AUTHORITY_URL={base}", flush=True)
-    print(f"  control       {base}/_sandbox/ (calls, faults, config, documents, stats...)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        app.close()
+    serve_in_foreground(server, app, f"BC sandbox listening on {base}", [
+        ("token URL", f"POST {base}/{seed.TENANT_ID}/oauth2/v2.0/token"),
+        ("API", api),
+        ("company", f"{api}/companies({seed.COMPANY_ID})"),
+        ("tenant", seed.TENANT_ID),
+        ("environment", seed.ENVIRONMENT),
+        ("company id", seed.COMPANY_ID),
+        ("client id", seed.BC_CLIENT_ID),
+        ("client secret", seed.BC_CLIENT_SECRET),
+        ("scope", "https://api.businesscentral.dynamics.com/.default"),
+        ("settings", f"BC_API_URL={base} BC_AUTHORITY_URL={base}"),
+        ("control", f"{base}/_sandbox/ (calls, faults, config, documents, stats...)"),
+    ])
 
 
 if __name__ == "__main__":

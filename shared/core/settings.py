@@ -225,6 +225,16 @@ class _Reader:
             raise _fail(name, f"must be true or false, got {value!r}")
         return value in _TRUE
 
+    def number(self, name: str, default: str, parse: Callable[[str], Any], what: str) -> Any:
+        """A non-negative number; `what` says the expected form in the error ("a decimal number such as 0.01")."""
+        try:
+            value = parse(self.get(name) or default)
+        except (ValueError, InvalidOperation):
+            raise _fail(name, f"must be {what}") from None
+        if value < 0:
+            raise _fail(name, "must not be negative")
+        return value
+
     def secret(self, name: str, required: bool = True) -> Secret | None:
         value = None
         if self.secret_source is not None:
@@ -274,12 +284,7 @@ def _business_central(r: _Reader) -> dict[str, Any]:
     if not isinstance(company_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and _GUID.match(v) for k, v in company_map.items()):
         raise _fail("COMPANY_MAP", 'must be a JSON object {"<basware companyCode>": "<BC company GUID>"}')
-    try:
-        late_window = float(r.get("BC_LATE_COMMIT_WINDOW_SECONDS") or "960")
-    except ValueError:
-        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must be a number of seconds such as 960") from None
-    if late_window < 0:
-        raise _fail("BC_LATE_COMMIT_WINDOW_SECONDS", "must not be negative")
+    late_window = r.number("BC_LATE_COMMIT_WINDOW_SECONDS", "960", float, "a number of seconds such as 960")
     notification_url = r.get("BC_NOTIFICATION_URL")
     return dict(bc_tenant_id=r.required("BC_TENANT_ID"), bc_environment=r.required("BC_ENVIRONMENT"),
                 bc_company_id=company_id, bc_client_id=r.required("BC_CLIENT_ID"),
@@ -309,12 +314,7 @@ def _mapping(r: _Reader) -> dict[str, Any]:
     post_mode = (r.get("POST_MODE") or "post").lower()
     if post_mode not in ("post", "draft"):
         raise _fail("POST_MODE", f"must be 'post' or 'draft', got {post_mode!r}")
-    try:
-        tolerance = Decimal(r.get("TOTAL_TOLERANCE") or "0.01")
-    except InvalidOperation:
-        raise _fail("TOTAL_TOLERANCE", "must be a decimal number such as 0.01") from None
-    if tolerance < 0:
-        raise _fail("TOTAL_TOLERANCE", "must not be negative")
+    tolerance = r.number("TOTAL_TOLERANCE", "0.01", Decimal, "a decimal number such as 0.01")
     categories, confidential = _attachment_categories(r.get("ATTACHMENT_CATEGORIES"))
     required_image = r.flag("ATTACHMENT_REQUIRED")
     if required_image and "ORIGINALIMAGE" not in categories:

@@ -131,57 +131,64 @@ class RecordRows:
             self._storage.table(SYNCSTATE).submit_transaction(ops[start:start + TRANSACTION_SIZE])
 
 
-class Watermarks:
+class _Scope:
+    """The rows of one PartitionKey (`SCOPE`), read and written one at a time."""
+
+    SCOPE = ""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def _row(self, key: str) -> dict | None:
+        try:
+            return dict(self._storage.table(SYNCSTATE).get_entity(self.SCOPE, key))
+        except ResourceNotFoundError:
+            return None
+
+    def _put(self, key: str, mode: UpdateMode = UpdateMode.MERGE, **fields) -> None:
+        self._storage.table(SYNCSTATE).upsert_entity({"PartitionKey": self.SCOPE, "RowKey": key, **fields},
+                                                     mode=mode)
+
+    def _all(self) -> dict[str, dict]:
+        rows = self._storage.table(SYNCSTATE).query_entities("PartitionKey eq @pk", parameters={"pk": self.SCOPE})
+        return {r["RowKey"]: dict(r) for r in rows}
+
+
+class Watermarks(_Scope):
     """The newest `lastModifiedDateTime` each polling flow has handled, per key."""
 
     SCOPE = "watermark"
 
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
-
     def get(self, key: str) -> str | None:
-        try:
-            return self._storage.table(SYNCSTATE).get_entity(self.SCOPE, key).get("value")
-        except ResourceNotFoundError:
-            return None
+        row = self._row(key)
+        return row.get("value") if row else None
 
     def set(self, key: str, value: str) -> None:
-        self._storage.table(SYNCSTATE).upsert_entity({"PartitionKey": self.SCOPE, "RowKey": key, "value": value})
+        self._put(key, value=value)
 
 
-class SubscriptionRows:
+class SubscriptionRows(_Scope):
     """BC webhook subscriptions this connector made, one row per BC company."""
 
     SCOPE = "subscription"
 
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
-
     def get(self, company_id: str) -> dict | None:
-        try:
-            return dict(self._storage.table(SYNCSTATE).get_entity(self.SCOPE, company_id))
-        except ResourceNotFoundError:
-            return None
+        return self._row(company_id)
 
     def save(self, company_id: str, **fields) -> None:
-        self._storage.table(SYNCSTATE).upsert_entity({"PartitionKey": self.SCOPE, "RowKey": company_id, **fields})
+        self._put(company_id, **fields)
 
 
-class LastRuns:
+class LastRuns(_Scope):
     """One row per scheduled job name, overwritten by each run (shared/store/runs.py writes them)."""
 
     SCOPE = "lastrun"
 
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
-
     def save(self, name: str, **fields) -> None:
-        self._storage.table(SYNCSTATE).upsert_entity({"PartitionKey": self.SCOPE, "RowKey": name, **fields},
-                                                     mode=UpdateMode.REPLACE)
+        self._put(name, UpdateMode.REPLACE, **fields)
 
     def all(self) -> dict[str, dict]:
-        rows = self._storage.table(SYNCSTATE).query_entities("PartitionKey eq @pk", parameters={"pk": self.SCOPE})
-        return {r["RowKey"]: dict(r) for r in rows}
+        return self._all()
 
 
 class CompanyLease:

@@ -31,8 +31,6 @@ import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -47,7 +45,7 @@ from shared.core.runtime import build_runtime
 from shared.core.settings import load_settings
 from shared.flows.callbacks import handle_callback
 from shared.flows.invoices.transfer import invoice_job_id, transfer_invoice
-from shared.flows.payments.notifications import IgnoredNotes, handle_notification
+from shared.flows.payments.notifications import IgnoredNotes
 from shared.flows.payments.respond import KIND, check_payment, poll_payments, send_payment_response
 from shared.flows.payments.subscriptions import ensure_subscriptions
 from shared.models.messages import CallbackMessage, InvoiceTransferMessage, PaymentCheckMessage
@@ -55,6 +53,7 @@ from shared.ops.admin import replay_record
 from shared.store.deadletter import dead_letter
 from shared.store.jobs import DEAD_LETTERED, DONE, job_id
 from shared.store.storage import BASWARE_CALLBACKS, INVOICE_TRANSFERS, PAYMENT_CHECKS, Storage
+from tests.integration.test_notifications import NotificationReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -123,45 +122,22 @@ class KillingTransport(httpx.HTTPTransport):
         return response
 
 
-class DuplicatingReceiver:
+class DuplicatingReceiver(NotificationReceiver):
     """`/api/bc/notifications` over HTTP; 20% of the items are delivered twice, as a BC retry would."""
 
     def __init__(self, get_runtime, dice: Dice) -> None:
-        receiver = self
-        notes = IgnoredNotes()
+        super().__init__(get_runtime, IgnoredNotes())
+        self.dice = dice
         self.duplicated = 0
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self):
-                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query, keep_blank_values=True).items()}
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                answer = handle_notification(get_runtime, query, body, notes)
-                if self.command == "POST" and body:
-                    # BC batches items per POST: a fifth of the items come again, in a POST of their own
-                    items = [i for i in json.loads(body).get("value", []) if dice.roll(DUPLICATE_RATE)]
-                    if items:
-                        receiver.duplicated += len(items)
-                        handle_notification(get_runtime, query, json.dumps({"value": items}).encode(), notes)
-                data = answer.body.encode()
-                self.send_response(answer.status)
-                self.send_header("Content-Type", answer.mimetype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/bc/notifications"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def handled(self, command: str, query: dict, body: bytes) -> None:
+        if command == "POST" and body:
+            # BC batches items per POST: a fifth of the items come again, in a POST of their own
+            items = [i for i in json.loads(body).get("value", []) if self.dice.roll(DUPLICATE_RATE)]
+            if items:
+                self.duplicated += len(items)
+                self.handle(query, json.dumps({"value": items}).encode())
 
 
 class Host:

@@ -181,9 +181,10 @@ from urllib.parse import parse_qs, urlsplit  # noqa: E402
 class NotificationReceiver:
     """`/api/bc/notifications` served by `handle_notification` on a local port, as the function does."""
 
-    def __init__(self, get_runtime) -> None:
+    def __init__(self, get_runtime, notes=None) -> None:
         receiver = self
         self.get_runtime = get_runtime
+        self.notes = notes
         self.requests: list[tuple[str, dict, bytes, int]] = []
 
         class Handler(BaseHTTPRequestHandler):
@@ -191,8 +192,9 @@ class NotificationReceiver:
                 parts = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                answer = handle_notification(receiver.get_runtime, query, body)
+                answer = receiver.handle(query, body)
                 receiver.requests.append((self.command, query, body, answer.status))
+                receiver.handled(self.command, query, body)
                 data = answer.body.encode()
                 self.send_response(answer.status)
                 self.send_header("Content-Type", answer.mimetype)
@@ -208,6 +210,14 @@ class NotificationReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def handle(self, query: dict, body: bytes):
+        if self.notes is None:
+            return handle_notification(self.get_runtime, query, body)
+        return handle_notification(self.get_runtime, query, body, self.notes)
+
+    def handled(self, command: str, query: dict, body: bytes) -> None:
+        """After each answer (a subclass may deliver again, as BC's retries do)."""
 
     @property
     def url(self) -> str:

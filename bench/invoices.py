@@ -227,6 +227,7 @@ def throttled(stack: Stack, count: int, offset: int, bc_per_invoice: float, wind
     stack.bc.throttle.configure(max_requests=max_requests, window_seconds=window, max_concurrent=BC_CONCURRENT,
                                 max_queue=95, retry_after=1)
     rejections_before = stack.bc.throttle.rejections
+    stack.bc.throttle.peak_connections = 0
     bc_mark = last_seq(stack.bc)
     docs = documents(count, offset, images)
     expected = count * bc_per_invoice / ceiling_rps
@@ -247,7 +248,8 @@ def throttled(stack: Stack, count: int, offset: int, bc_per_invoice: float, wind
     figures = {"invoices": count, "window_seconds": window, "max_requests": max_requests, "service_ms": service_ms,
                "ceiling_invoices_per_min": round(ceiling_per_min, 1), "seconds": round(seconds, 2),
                "bc_429": throttled_429, "bc_requests": len(flow), "bc_admitted": len(admitted),
-               "throttle_rejections": stack.bc.throttle.rejections - rejections_before}
+               "throttle_rejections": stack.bc.throttle.rejections - rejections_before,
+               "bc_peak_connections": stack.bc.throttle.peak_connections}
     if windows >= 1:
         span = windows * window
         in_span = sum(1 for t in posts if t < t0 + span)
@@ -264,7 +266,8 @@ def throttled(stack: Stack, count: int, offset: int, bc_per_invoice: float, wind
     figures["invoices_per_min_whole_run"] = round(whole, 1)
     out(f"   whole run: {len(posts)} posted in {seconds:.1f}s from the first webhook ({whole:.0f} invoices/min from "
         f"the first BC request to the last post); BC requests {len(flow)} ({len(flow) / count:.2f} per invoice incl. "
-        f"retries), 429s returned {throttled_429}")
+        f"retries), 429s returned {throttled_429}; at most {stack.bc.throttle.peak_connections} requests at BC at once "
+        f"(processing + queued; BC_MAX_CONCURRENT_REQUESTS={stack.env.get('BC_MAX_CONCURRENT_REQUESTS', '10')})")
     out(f"   {cpu_line(cpu_ms, 'invoice')} ({sum(cpu_ms.values()) * count / 1000 / seconds:.2f} of "
         f"{os.cpu_count()} CPUs busy)")
     figures["cpu_ms_per_invoice"] = cpu_ms
@@ -281,11 +284,12 @@ def throttled(stack: Stack, count: int, offset: int, bc_per_invoice: float, wind
 
 
 def run(steady: int = 100, throttled_count: int = 600, warmup: int = 6, window: float = 30.0,
-        service_ms: float = 150.0, instances=(1, 2), out=print) -> dict:
+        service_ms: float = 150.0, instances=(1, 2), out=print, budget: str | None = None) -> dict:
     info = header("invoices: Basware -> BC under devhost", out)
     figures: dict = {"machine": info, "throttled": {}}
     for n, count in enumerate(instances):
-        with Stack(name="invoices", instances=count) as stack:
+        overrides = {"BC_MAX_CONCURRENT_REQUESTS": budget} if budget is not None else {}
+        with Stack(name="invoices", instances=count, env_overrides=overrides) as stack:
             out(f"app: function_app.py under devhost, {count} instance(s) (webhook; queue triggers with host.json "
                 f"batchSize 4 / newBatchThreshold 2 = up to 6 transfers + 6 callbacks at once per instance; timers "
                 f"off); fresh Azurite; sandboxes in this process")
@@ -313,8 +317,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--instances", type=int, nargs="*", default=[1, 2],
                         help="app processes on the same queues, one throttled run per value (default 1 2: one "
                              "instance, then the function app scaled out to two)")
+    parser.add_argument("--budget", default=None,
+                        help="BC_MAX_CONCURRENT_REQUESTS for the app (default: the app's default; 0: no shared budget)")
     args = parser.parse_args(argv)
-    return run(args.steady, args.throttled, args.warmup, args.window_seconds, args.service_ms, tuple(args.instances))
+    return run(args.steady, args.throttled, args.warmup, args.window_seconds, args.service_ms, tuple(args.instances),
+               budget=args.budget)
 
 
 if __name__ == "__main__":

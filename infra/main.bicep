@@ -31,10 +31,15 @@ param consoleClientId string = ''
 @description('Object id of the Entra group allowed to sign in to the console; empty: whoever the app registration admits.')
 param consoleAllowedGroupId string = ''
 
-@description('Upper bound of Flex instances per scale group. 4 keeps the worst case within BC\'s 5 concurrent + 95 queued requests: see "Concurrency budget" in app/api.bicep and docs/deploy.md before raising it.')
-@minValue(1)
+@description('Upper bound of Flex instances per scale group. 40 is the lowest Flex Consumption accepts (learn.microsoft.com/azure/azure-functions/flex-consumption-plan). BC\'s limits do not depend on it: bcMaxConcurrentRequests bounds the requests of all instances together (shared/clients/budget.py).')
+@minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 4
+param maximumInstanceCount int = 40
+
+@description('BC requests in flight at once from every instance together (BC_MAX_CONCURRENT_REQUESTS): BC processes 5 per principal and queues 95 more. Why 10: shared/clients/budget.py.')
+@minValue(1)
+@maxValue(100)
+param bcMaxConcurrentRequests int = 10
 
 @description('True (default): a virtual network, with storage and Key Vault reachable only through private endpoints (app/network.bicep). False: a quick trial without the network, with storage and Key Vault on public endpoints (identity-only). See docs/deploy.md "Network".')
 param vnetEnabled bool = true
@@ -52,7 +57,7 @@ param httpPerInstanceConcurrency int = 16
 @maxValue(730)
 param logRetentionDays int = 30
 
-// ---- connector settings (spec.md section 2) ----
+// ---- connector settings (README.md, "Settings"; shared/core/settings.py reads them) ----
 
 @allowed(['EU', 'US', 'AU', 'CA'])
 param baswareRegion string = 'EU'
@@ -159,7 +164,7 @@ var defaultBcApiUrl = 'https://api.businesscentral.dynamics.com'
 var defaultTotalTolerance = '0.01'
 var defaultBcLateCommitWindowSeconds = '960'
 
-// Queues and tables the code uses (spec.md section 4, shared/store/storage.py), created up front so no
+// Queues and tables the code uses (shared/store/storage.py), created up front so no
 // trigger or poison handler waits for a first write. `<queue>-poison` is where the runtime moves a
 // message after maxDequeueCount failures; each has a dead-letter trigger.
 var appQueues = [
@@ -264,6 +269,7 @@ module api 'app/api.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     keyVaultName: keyVault.outputs.name
     maximumInstanceCount: maximumInstanceCount
+    bcMaxConcurrentRequests: bcMaxConcurrentRequests
     instanceMemoryMB: instanceMemoryMB
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
     virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''

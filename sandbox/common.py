@@ -188,6 +188,7 @@ class Throttle:
         self._inflight: dict[str, int] = {}
         self._waiting: dict[str, int] = {}
         self.rejections = 0
+        self.peak_connections = 0  # most requests of one principal at once, processing + queued
 
     def configure(self, **cfg) -> None:
         with self._lock:
@@ -209,6 +210,8 @@ class Throttle:
                     return False, self.retry_after
                 window.append(now)
             if self.max_concurrent is not None:
+                self.peak_connections = max(self.peak_connections, self._inflight.get(principal, 0)
+                                            + self._waiting.get(principal, 0) + 1)
                 if self._inflight.get(principal, 0) >= self.max_concurrent:
                     if self._waiting.get(principal, 0) >= self.max_queue:
                         self.rejections += 1

@@ -1,6 +1,6 @@
-// The function app on Flex Consumption, and every app setting the code reads (spec.md section 2),
+// The function app on Flex Consumption, and every app setting the code reads (README.md "Settings"),
 // in one place: `appSettings` (always set) and `optionalAppSettings` (set only when given).
-// tests/test_infra.py checks these against shared/core/settings.py SETTING_NAMES.
+// tests/unit/test_infra.py checks these against shared/core/settings.py SETTING_NAMES.
 param name string
 param planName string
 param location string
@@ -13,6 +13,8 @@ param deploymentContainerName string
 param appInsightsName string
 param keyVaultName string
 param maximumInstanceCount int
+@description('BC requests in flight from all instances together (shared/clients/budget.py).')
+param bcMaxConcurrentRequests int
 param instanceMemoryMB int
 param httpPerInstanceConcurrency int
 @description('Subnet for outbound VNet integration (app/network.bicep). Empty: no integration (vnetEnabled false).')
@@ -74,32 +76,11 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-// ---- Concurrency budget: how the app stays inside Business Central's per-principal limits ----
-// (The figures and the choice are explained once more, for operators, in docs/deploy.md
-// "Concurrency budget"; tests/test_infra.py keeps both in step with the code.)
-// BC lets one principal have 5 requests in processing and 95 more queued (100 connections);
-// past that it answers 429 (reference/bc-api.md 6.5). Flex has no app-wide cap on outbound calls,
-// so the budget is: BC-calling instances x per-instance BC concurrency <= 100.
-//
-// 1. Per instance: one BC client per worker process (shared/core/runtime.py) lets at most 5 requests
-//    through at once (shared/clients/http.py, a BoundedSemaphore(5)); Python runs one worker process per
-//    instance because FUNCTIONS_WORKER_PROCESS_COUNT is not set. 5 is BC's processing limit, so
-//    one instance alone can keep BC busy; a lower cap would only slow a single instance.
-// 2. Per queue function and instance: host.json `extensions.queues` batchSize 4 + newBatchThreshold 2
-//    runs at most 6 messages of one queue at once; the sixth waits on the client's semaphore.
-// 3. Across instances: maximumInstanceCount (main.bicep, default 4). Flex scales each queue and
-//    timer function on its own instances and the HTTP routes together. Calling BC: 3 queue
-//    functions (invoice-transfers, payment-checks, masterdata-imports) and the HTTP group, each up
-//    to maximumInstanceCount instances, plus 3 timers (payment poll, BC subscriptions, PO sync)
-//    that run on one instance each. Worst case: (3 + 1) x 4 x 5 + 3 x 5 = 95 <= 100. If the cap
-//    applies to the whole app instead, it is 4 x 5 = 20.
-//    bench/RESULTS.md: 2 instances already post at 0.98 of BC's ceiling (5 slots, 6,000 requests
-//    per 5 minutes) with every 429 absorbed, so 4 leaves headroom and costs no throughput.
-//
-// The 6,000-per-5-minutes rate limit is not bounded this way; a 429 from it is retried with
-// backoff that honours Retry-After (shared/clients/http.py), the queue redelivers after visibilityTimeout,
-// and after maxDequeueCount the job is dead-lettered and can be replayed (jobs are idempotent,
-// spec.md 1.1). app/alerts.bicep alerts on repeated 429s.
+// ---- Concurrency budget ----
+// BC's limits (5 requests processed per principal, 95 queued, 429 past 100) hold across every
+// instance because each BC request leases one of BC_MAX_CONCURRENT_REQUESTS slots in the app's
+// table storage, and each instance's BC client lets at most 5 through at once. The reasoning, and
+// why the instance count (at least 40 on Flex) cannot be the bound, is in shared/clients/budget.py.
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
@@ -225,6 +206,7 @@ var appSettings = {
   ATTACHMENT_REQUIRED: string(attachmentRequired)
   BC_PARTIAL_PAYMENTS: bcPartialPayments
   BC_LATE_COMMIT_WINDOW_SECONDS: bcLateCommitWindowSeconds
+  BC_MAX_CONCURRENT_REQUESTS: string(bcMaxConcurrentRequests)
 
   POLL_SCHEDULE: pollSchedule
   MASTERDATA_SCHEDULE: masterdataSchedule

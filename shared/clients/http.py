@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from shared.clients.budget import LocalGate
 from shared.core.errors import (AuthError, ConfigError, ConflictError, ConnectorError, DocumentError, PermanentError,
                                 TooLargeError, TransientError)
 
@@ -158,7 +159,7 @@ class ApiClient:
 
     def __init__(self, base_url: str, tokens: TokenProvider | None = None, *,
                  transport: httpx.BaseTransport | None = None, timeout: float = 30.0,
-                 retry: RetryConfig | None = None, max_concurrency: int = 5,
+                 retry: RetryConfig | None = None, max_concurrency: int = 5, gate: LocalGate | None = None,
                  sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.time,
                  on_call: Callable[[CallSummary], None] | None = None,
@@ -169,7 +170,8 @@ class ApiClient:
         self._sleep = sleep
         self._rng = rng
         self._clock = clock
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._timeout = timeout
+        self._slots = gate or LocalGate(max_concurrency)  # shared/clients/budget.py
         self._on_call = on_call
         self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
                                   headers=default_headers or {})
@@ -272,7 +274,7 @@ class ApiClient:
             token = self.tokens.token()
             hdrs["Authorization"] = f"Bearer {token}"
         kwargs = {"timeout": timeout} if timeout is not None else {}
-        with self._slots:
+        with self._slots.hold(timeout or self._timeout):
             self._count("requests")
             response = self._http.request(method, url, json=json, content=content, params=params, headers=hdrs,
                                           **kwargs)

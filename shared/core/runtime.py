@@ -17,8 +17,10 @@ from shared.core import telemetry
 from shared.core.secrets import Scrubber
 from shared.store.audit import AuditLog
 from shared.clients.basware import BaswareClient
+from shared.clients.budget import LocalGate, SharedGate
 from shared.clients.bc import BcClient
 from shared.store.jobs import JobStore
+from shared.store.syncstate import RequestSlots
 from shared.core.settings import Settings, load_settings
 from shared.store.storage import Storage
 from shared.clients.tokens import BaswareTokenProvider, EntraTokenProvider
@@ -52,13 +54,15 @@ def build_runtime(settings: Settings, *, storage: Storage | None = None, transpo
                                    settings.bc_client_secret, transport=transport)
     basware = BaswareClient(settings.basware_api_url, basware_tokens, transport=transport,
                             **{"on_call": counters.call_observer("basware"), **client_kwargs})
-    # BC allows 5 concurrent requests per principal (Microsoft Learn, "Working with API limits in Dynamics 365 Business Central").
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+    # BC's per-principal limits hold across instances: shared/clients/budget.py.
+    shared = settings.bc_max_concurrent_requests
+    gate = (SharedGate(RequestSlots(storage, shared), worker_id, limit=bc_max_concurrency) if shared
+            else LocalGate(bc_max_concurrency))
     bc = BcClient(settings.bc_api_url, settings.bc_tenant_id, settings.bc_environment, bc_tokens,
-                  transport=transport, max_concurrency=bc_max_concurrency,
-                  **{"on_call": counters.call_observer("bc"), **client_kwargs})
+                  transport=transport, gate=gate, **{"on_call": counters.call_observer("bc"), **client_kwargs})
     return Runtime(settings, storage, JobStore(storage, on_state=counters.observe_state),
-                   AuditLog(storage, scrub, on_record=counters.observe_audit), basware, bc,
-                   worker_id=f"{socket.gethostname()}-{os.getpid()}")
+                   AuditLog(storage, scrub, on_record=counters.observe_audit), basware, bc, worker_id=worker_id)
 
 
 _runtime: Runtime | None = None

@@ -50,7 +50,7 @@ SETTING_NAMES = (
     "BC_TENANT_ID", "BC_ENVIRONMENT", "BC_COMPANY_ID", "BC_CLIENT_ID", "BC_CLIENT_SECRET", "BC_API_URL",
     "BC_AUTHORITY_URL", "BC_NOTIFICATION_URL", "BC_CLIENT_STATE",
     "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE", "TOTAL_TOLERANCE", "BC_PARTIAL_PAYMENTS",
-    "BC_LATE_COMMIT_WINDOW_SECONDS",
+    "BC_LATE_COMMIT_WINDOW_SECONDS", "BC_MAX_CONCURRENT_REQUESTS",
     *DEFAULT_SCHEDULES, "RETENTION_DAYS", "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "ATTACHMENT_CATEGORIES", "ATTACHMENT_REQUIRED",
 )
@@ -126,6 +126,9 @@ class Settings(BaseModel):
     # (Microsoft Learn, administration/operational-limits-online). Before creating or posting again
     # after an unclear outcome the connector waits this long, so the first request cannot land after.
     bc_late_commit_window: float = 960.0
+    # BC requests in flight at once from every instance together (shared/clients/budget.py says why
+    # 10); 0 leaves only the per-instance cap of 5.
+    bc_max_concurrent_requests: int = Field(10, ge=0, le=100)
     schedules: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
     retention_days: int = Field(400, ge=1)
     appinsights_connection_string: Secret | None = None
@@ -285,6 +288,10 @@ def _business_central(r: _Reader) -> dict[str, Any]:
             isinstance(k, str) and isinstance(v, str) and _GUID.match(v) for k, v in company_map.items()):
         raise _fail("COMPANY_MAP", 'must be a JSON object {"<basware companyCode>": "<BC company GUID>"}')
     late_window = r.number("BC_LATE_COMMIT_WINDOW_SECONDS", "960", float, "a number of seconds such as 960")
+    in_flight = r.number("BC_MAX_CONCURRENT_REQUESTS", "10", int, "a whole number of requests such as 10")
+    if in_flight > 100:
+        raise _fail("BC_MAX_CONCURRENT_REQUESTS", "must be at most 100: BC answers 429 past 100 connections "
+                                                  "per user (Microsoft Learn, administration/operational-limits-online)")
     notification_url = r.get("BC_NOTIFICATION_URL")
     return dict(bc_tenant_id=r.required("BC_TENANT_ID"), bc_environment=r.required("BC_ENVIRONMENT"),
                 bc_company_id=company_id, bc_client_id=r.required("BC_CLIENT_ID"),
@@ -293,7 +300,7 @@ def _business_central(r: _Reader) -> dict[str, Any]:
                 bc_authority_url=(r.get("BC_AUTHORITY_URL") or "https://login.microsoftonline.com").rstrip("/"),
                 bc_notification_url=notification_url,
                 bc_client_state=r.secret("BC_CLIENT_STATE", required=bool(notification_url)),
-                company_map=company_map, bc_late_commit_window=late_window,
+                company_map=company_map, bc_late_commit_window=late_window, bc_max_concurrent_requests=in_flight,
                 bc_partial_payments=r.flag("BC_PARTIAL_PAYMENTS"))
 
 

@@ -13,10 +13,13 @@
 - BC webhook subscriptions (`SubscriptionRows`): PartitionKey `subscription`, RowKey = BC company id.
 - The last run of each scheduled job (`LastRuns`, for the console): PartitionKey `lastrun`.
 - The master-data company lease (`CompanyLease`): PartitionKey `lease`.
+- The BC request slots every instance shares (`RequestSlots`, for shared/clients/budget.py):
+  PartitionKey `slots-bc`, RowKey `00`, `01`, ..., with `owner` and `until` (epoch seconds).
 """
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -243,6 +246,79 @@ class CompanyLease:
         except (ResourceModifiedError, ResourceNotFoundError):
             pass  # taken over after expiry: theirs now
         self._etag = None
+
+
+@dataclass(frozen=True)
+class Slot:
+    key: str
+    etag: str
+    until: float  # epoch seconds
+
+
+class RequestSlots:
+    """`size` leases, one per BC request in flight from any instance (shared/clients/budget.py).
+
+    A slot is free when its lease has run out; taking and renewing are ETag-conditional, so of two
+    instances that pick the same free slot one wins and the other tries the next."""
+
+    PARTITION = "slots-bc"
+    unavailable = (ServiceRequestError, ServiceResponseError)
+
+    def __init__(self, storage: Storage, size: int, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self._storage = storage
+        self.size = size
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._keys = [f"{i:02d}" for i in range(size)]
+
+    @property
+    def _table(self):
+        return self._storage.table(SYNCSTATE)
+
+    def take(self, owner: str, seconds: float) -> Slot | None:
+        now = self._clock()
+        rows = {e["RowKey"]: e for e in self._table.query_entities(
+            "PartitionKey eq @p", parameters={"p": self.PARTITION}, select=["RowKey", "until"])}
+        free = [k for k in self._keys if k not in rows or float(rows[k].get("until") or 0) <= now]
+        self._rng.shuffle(free)  # instances that look at once try different slots first
+        for key in free:
+            entity = {"PartitionKey": self.PARTITION, "RowKey": key, "owner": owner, "until": now + seconds}
+            try:
+                if key in rows:
+                    etag = self._table.update_entity(entity, mode=UpdateMode.REPLACE,
+                                                     etag=rows[key].metadata["etag"],
+                                                     match_condition=MatchConditions.IfNotModified)["etag"]
+                else:
+                    etag = self._table.create_entity(entity)["etag"]
+            except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
+                continue  # another instance was quicker
+            return Slot(key, etag, now + seconds)
+        return None
+
+    def renew(self, slot: Slot, seconds: float) -> Slot | None:
+        until = self._clock() + seconds
+        try:
+            etag = self._table.update_entity({"PartitionKey": self.PARTITION, "RowKey": slot.key, "until": until},
+                                             mode=UpdateMode.MERGE, etag=slot.etag,
+                                             match_condition=MatchConditions.IfNotModified)["etag"]
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None  # it ran out and another instance holds it now
+        return Slot(slot.key, etag, until)
+
+    def give_back(self, slot: Slot) -> None:
+        try:
+            self._table.update_entity({"PartitionKey": self.PARTITION, "RowKey": slot.key, "owner": "", "until": 0.0},
+                                      mode=UpdateMode.REPLACE, etag=slot.etag,
+                                      match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass  # it ran out and another instance holds it now: theirs
+
+    def holders(self) -> dict[str, str]:
+        """Slot -> owner, for the slots leased now (tests and the console)."""
+        now = self._clock()
+        return {e["RowKey"]: e.get("owner", "") for e in self._table.query_entities(
+            "PartitionKey eq @p", parameters={"p": self.PARTITION}) if float(e.get("until") or 0) > now}
 
 
 POSTED_SCOPE = "posted"  # BC document id -> the invoice job that posted it (or "" = not ours, cached)

@@ -7,6 +7,7 @@ URLs point nowhere.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 NOWHERE = "http://127.0.0.1:9"
 
 # The README's settings table: each of these has a default, so none is needed to start.
-DEFAULTED = ("BASWARE_REGION", "BASWARE_TOKEN_URL", "BASWARE_SCOPES", "BC_API_URL", "BC_AUTHORITY_URL",
+DEFAULTED = ("BASWARE_REGION", "BASWARE_API_URL", "BASWARE_TOKEN_URL", "BASWARE_SCOPES", "BC_API_URL", "BC_AUTHORITY_URL",
              "BC_NOTIFICATION_URL", "BC_CLIENT_STATE", "COMPANY_MAP", "DIMENSION_MAP", "TAX_CODE_MAP", "POST_MODE",
-             "TOTAL_TOLERANCE", "BC_LATE_COMMIT_WINDOW_SECONDS", *DEFAULT_SCHEDULES, "RETENTION_DAYS",
+             "TOTAL_TOLERANCE", "BC_LATE_COMMIT_WINDOW_SECONDS", "BC_MAX_CONCURRENT_REQUESTS", "ATTACHMENT_CATEGORIES",
+             "ATTACHMENT_REQUIRED", "BC_PARTIAL_PAYMENTS", *DEFAULT_SCHEDULES, "RETENTION_DAYS",
              "APPLICATIONINSIGHTS_CONNECTION_STRING", "KEY_VAULT_URL")
 
 # Which timer runs on which schedule setting (function names as the host lists them).
@@ -33,6 +35,22 @@ TIMERS = {
     "SUBSCRIPTION_SCHEDULE": "bc_subscriptions",
     "RETENTION_SCHEDULE": "retention",
 }
+
+
+def readme_defaults() -> set[str]:
+    """The settings whose row in the README's settings table has something in its Default column."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("| setting | meaning | default |"):].split("\n\n", 1)[0].splitlines()[2:]
+    names: set[str] = set()
+    for row in table:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if cells[-1]:
+            names.update(re.findall(r"`([A-Za-z_]+)`", cells[0]))
+    return names
+
+
+def test_the_list_of_defaulted_settings_is_the_readmes():
+    assert readme_defaults() <= set(DEFAULTED), "a setting the README gives a default is not tested unset"
 
 
 def start_app(azurite, tmp_path, **changes: str | None) -> HostProcess:

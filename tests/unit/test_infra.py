@@ -399,7 +399,7 @@ def test_the_bicep_settings_are_enough_for_the_app_to_start():
         "BC_COMPANY_ID": "5d0c7a1e-0000-4000-8000-00000000c001",
         "COMPANY_MAP": '{"*": "5d0c7a1e-0000-4000-8000-00000000c001"}',
         "DIMENSION_MAP": "[]", "TAX_CODE_MAP": "{}", "RETENTION_DAYS": "400", "TOTAL_TOLERANCE": "0.01",
-        "BC_LATE_COMMIT_WINDOW_SECONDS": "960",
+        "BC_LATE_COMMIT_WINDOW_SECONDS": "960", "BC_MAX_CONCURRENT_REQUESTS": "10",
         "POST_MODE": "post", "BASWARE_REGION": "EU", "KEY_VAULT_URL": "https://kv.vault.azure.net/",
         "ATTACHMENT_CATEGORIES": "ORIGINALIMAGE", "ATTACHMENT_REQUIRED": "False",  # Bicep's string(false)
         "BC_PARTIAL_PAYMENTS": "false",
@@ -754,32 +754,28 @@ def test_function_app_runs_python_311_on_flex_consumption():
     assert config["scaleAndConcurrency"]["maximumInstanceCount"].text == "maximumInstanceCount"
 
 
-def test_scale_limits_and_their_reasoning_agree_with_the_code():
-    """The comment in app/api.bicep explains how BC's 5-concurrent limit holds; its premises must stay true."""
+def test_bc_budget_holds_across_instances_and_its_reasoning_agrees_with_the_code():
+    """BC's per-principal limits are held by the shared slots, not by the instance count."""
     main, api = bicep(MAIN), bicep(API)
-    (bc_queues,) = code_contract("shared.store.storage", "QUEUES")
-    instances = main.one("param", "maximumInstanceCount").body.literal()
-    budget = re.search(r"Worst case: \((\d+) \+ 1\) x (\d+) x (\d+) \+ (\d+) x (\d+) = (\d+) <= 100", api.text)
-    assert budget, "app/api.bicep states the worst case of BC requests in flight"
-    queue_fns, n, cap1, timers, cap2, total = map(int, budget.groups())
-    assert n == instances and (queue_fns + 1) * n * cap1 + timers * cap2 == total <= 100, \
-        "BC absorbs 5 in processing + 95 queued per principal; more instances need a new budget"
-    named = re.search(r"Calling BC: \d+ queue\s+//\s+functions \(([^)]*)\)", api.text)
-    assert named and len(named.group(1).split(", ")) == queue_fns and set(named.group(1).split(", ")) <= set(bc_queues)
-    doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
-    assert "## Concurrency budget" in doc and budget.group(0).replace("Worst case: ", "") in doc, \
-        "docs/deploy.md explains the same budget"
-    assert main.one("module", "api").body["params"]["maximumInstanceCount"].text == "maximumInstanceCount"
-    (build_runtime,) = code_contract("shared.core.runtime", "build_runtime")
+    (settings_cls, build_runtime) = code_contract("shared.core.settings", "Settings")[0], \
+        code_contract("shared.core.runtime", "build_runtime")[0]
+    # Flex refuses a maximumInstanceCount below 40 (learn.microsoft.com/azure/azure-functions/flex-consumption-plan)
+    instances = main.one("param", "maximumInstanceCount")
+    assert instances.body.literal() >= 40 and "@minValue(40)" in main.text
+    shared = main.one("param", "bcMaxConcurrentRequests").body.literal()
+    assert shared == settings_cls.model_fields["bc_max_concurrent_requests"].default
+    assert 5 <= shared <= 100, "at least BC's 5 processing slots busy; never past its 100 connections"
+    assert main.one("module", "api").body["params"]["bcMaxConcurrentRequests"].text == "bcMaxConcurrentRequests"
+    assert app_settings()[0]["BC_MAX_CONCURRENT_REQUESTS"].text == "string(bcMaxConcurrentRequests)"
     cap = inspect.signature(build_runtime).parameters["bc_max_concurrency"].default
-    assert cap == cap1 == cap2 and cap <= 5, "BC processes 5 requests per principal at once; the per-instance client cap must not exceed it"
-    assert re.search(rf"BoundedSemaphore\({cap}\)", api.text), "app/api.bicep states the BC client's cap"
-    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
-    stated = re.search(r"batchSize (\d+) \+ newBatchThreshold (\d+)", api.text)
-    assert stated, "app/api.bicep explains the host.json queue concurrency"
-    assert (int(stated.group(1)), int(stated.group(2))) == (queues["batchSize"], queues["newBatchThreshold"]), \
-        "host.json changed: update the reasoning in app/api.bicep"
-    assert "FUNCTIONS_WORKER_PROCESS_COUNT" not in app_settings()[0], "one worker process per instance is assumed"
+    assert cap <= 5, "BC processes 5 requests per principal at once; the per-instance cap must not exceed it"
+    reasoning = (ROOT / "shared" / "clients" / "budget.py").read_text(encoding="utf-8")
+    assert f"`BC_MAX_CONCURRENT_REQUESTS` (default {shared})" in reasoning and f"at most {cap} requests" in reasoning
+    assert "shared/clients/budget.py" in api.text, "app/api.bicep points to where the reasoning lives"
+    doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "## Concurrency budget" in doc and f"`BC_MAX_CONCURRENT_REQUESTS` (default {shared})" in doc
+    assert "shared/clients/budget.py" in doc
+    assert "FUNCTIONS_WORKER_PROCESS_COUNT" not in app_settings()[0], "one BC client per instance is assumed"
 
 
 def test_outputs_are_the_urls_basware_and_bc_call():

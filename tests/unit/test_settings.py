@@ -41,6 +41,7 @@ def test_defaults_follow_the_spec():
     assert s.bc_company_for("ANY") == COMPANY  # all Basware companies -> BC_COMPANY_ID
     assert s.tax_code("S25") == "S25"  # identity without a map
     assert s.retention_days == 400
+    assert s.bc_max_concurrent_requests == 10
 
 
 def test_maps_are_parsed():
@@ -67,6 +68,8 @@ def test_maps_are_parsed():
     ("TOTAL_TOLERANCE", "abc", "TOTAL_TOLERANCE must be a decimal"),
     ("POLL_SCHEDULE", "*/5 * * * *", "POLL_SCHEDULE must be a six-field NCRONTAB"),
     ("RETENTION_DAYS", "-3", "RETENTION_DAYS must be a positive"),
+    ("BC_MAX_CONCURRENT_REQUESTS", "2.5", "BC_MAX_CONCURRENT_REQUESTS must be a whole number"),
+    ("BC_MAX_CONCURRENT_REQUESTS", "101", "must be at most 100: BC answers 429 past 100 connections"),
     ("BC_CLIENT_SECRET", "", "BC_CLIENT_SECRET is missing"),
     ("AzureWebJobsStorage", "", "AzureWebJobsStorage is missing"),
 ])

@@ -84,7 +84,7 @@ class _Sender:
 
     def finish(self, how: str, note: str) -> str:
         # The row first: a crash between the two leaves the job unfinished (redelivered, told "landed"),
-        # never finished without the row that says how (found by tests/test_chaos.py).
+        # never finished without the row that says how (found by tests/e2e/test_chaos.py).
         self.audit("respond", how, note)
         state = DONE if self.success else FAILED
         self.release(state=state, responded_at=utcnow(), last_error="" if self.success else

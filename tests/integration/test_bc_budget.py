@@ -1,0 +1,155 @@
+"""BC's request budget across instances: slots leased in real Azurite, requests to the BC sandbox.
+
+Several runtimes in one test stand for several Flex instances: each has its own BC client and its
+own local cap of 5, and they share only the storage account, as instances do.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from shared.clients.budget import SharedGate
+from shared.clients.http import RetryConfig
+from shared.core.errors import TransientError
+from shared.core.runtime import build_runtime
+from shared.core.settings import load_settings
+from shared.store.storage import Storage
+from shared.store.syncstate import RequestSlots
+
+pytestmark = pytest.mark.integration
+
+RETRY = RetryConfig(max_attempts=3, backoff_base=0.02, backoff_max=0.1)
+
+
+def _instances(env: dict, count: int, budget: str) -> list:
+    settings = load_settings({**env, "BC_MAX_CONCURRENT_REQUESTS": budget})
+    return [build_runtime(settings, retry=RETRY) for _ in range(count)]
+
+
+def _burst(runtimes: list, per_instance: int) -> list:
+    """`per_instance` threads on each runtime, all asking BC at once; returns their errors."""
+    errors: list = []
+    start = threading.Barrier(len(runtimes) * per_instance)
+
+    def call(rt):
+        start.wait()
+        try:
+            rt.bc.companies()
+        except Exception as exc:  # noqa: BLE001 - collected and asserted on
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(rt,)) for rt in runtimes for _ in range(per_instance)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_instances_together_never_have_more_requests_at_bc_than_the_budget(env, bc_sandbox):
+    bc_sandbox.configure({"processing_delay_ms": 150})
+    runtimes = _instances(env, 3, "4")
+    try:
+        assert _burst(runtimes, 6) == []
+    finally:
+        for rt in runtimes:
+            rt.close()
+    # 18 requests from 3 instances, each allowed 5 at once by its own cap: 4 at BC at a time
+    # (processing or queued: BC counts both as connections)
+    assert bc_sandbox.throttle.peak_connections <= 4
+    assert bc_sandbox.throttle.peak_connections >= 3  # and the budget is used, not just respected
+
+
+def test_without_the_shared_budget_instances_add_up_past_it(env, bc_sandbox):
+    """The control for the test above: the per-instance cap alone lets 3 instances have 15 at BC."""
+    bc_sandbox.configure({"processing_delay_ms": 150})
+    runtimes = _instances(env, 3, "0")
+    try:
+        assert _burst(runtimes, 6) == []
+    finally:
+        for rt in runtimes:
+            rt.close()
+    assert bc_sandbox.throttle.peak_connections > 5   # BC's 5 in processing, the rest in its queue
+
+
+def test_a_slot_of_a_crashed_instance_comes_back_when_its_lease_runs_out(fresh_azurite):
+    now = [1_000.0]
+    slots = RequestSlots(Storage(fresh_azurite.connection_string), 2, clock=lambda: now[0])
+    assert slots.take("crashed", 60) and slots.take("crashed", 60)
+    assert slots.take("alive", 60) is None           # both held
+    now[0] += 61                                      # the crashed instance never gave them back
+    taken = slots.take("alive", 60)
+    assert taken is not None
+    assert set(slots.holders().values()) == {"alive"}
+    slots.give_back(taken)
+    assert slots.holders() == {}
+
+
+def test_of_two_instances_taking_the_last_slot_exactly_one_gets_it(fresh_azurite):
+    storage = Storage(fresh_azurite.connection_string)
+    slots = [RequestSlots(storage, 1) for _ in range(8)]
+    got, start = [], threading.Barrier(8)
+
+    def take(n):
+        start.wait()
+        got.append(slots[n].take(f"instance-{n}", 60))
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len([s for s in got if s is not None]) == 1
+
+
+def test_a_request_that_waits_too_long_for_a_slot_is_given_back_unsent(env, bc_sandbox, fresh_azurite):
+    slots = RequestSlots(Storage(fresh_azurite.connection_string), 1)
+    assert slots.take("another-instance", 60)
+    gate = SharedGate(slots, "this-instance", wait_limit=0.5)
+    ran = []
+    started = time.monotonic()
+    with pytest.raises(TransientError) as caught:
+        with gate.hold(30):
+            ran.append(True)
+    assert ran == []                                   # nothing was sent
+    assert caught.value.unprocessed                    # so a retry cannot duplicate anything
+    assert "BC_MAX_CONCURRENT_REQUESTS" in str(caught.value)
+    assert 0.5 <= time.monotonic() - started < 5
+
+
+def test_a_freed_slot_goes_to_a_waiting_request_of_the_same_instance(fresh_azurite):
+    slots = RequestSlots(Storage(fresh_azurite.connection_string), 1)
+    gate = SharedGate(slots, "this-instance", wait_limit=10)
+    order: list[str] = []
+    first_in = threading.Event()
+
+    def first():
+        with gate.hold(30):
+            order.append("first")
+            first_in.set()
+            time.sleep(0.3)
+
+    def second():
+        first_in.wait()
+        with gate.hold(30):
+            order.append("second")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert order == ["first", "second"]
+    assert slots.holders() == {}                       # returned once nobody waits
+
+
+def test_bc_stays_reachable_when_storage_is_down(env, bc_sandbox, fresh_azurite):
+    """No queue trigger runs without storage; this instance's own routes still reach BC (health)."""
+    rt = _instances(env, 1, "4")[0]
+    try:
+        fresh_azurite.stop()
+        assert rt.bc.companies()
+    finally:
+        rt.close()

@@ -26,14 +26,14 @@ DEFAULT_CURRENCIES = ("EUR", "USD", "GBP", "SEK", "NOK", "DKK", "PLN", "CHF")
 class BaswareConfig:
     """Knobs beyond common.py's (latency, throttle, faults): constructor kwargs or POST /_sandbox/config."""
 
-    token_lifetime: int = 3600  # seconds; `expires_in` (reference section 1)
+    token_lifetime: int = 3600  # seconds; `expires_in` (Basware authentication OpenAPI, POST /v1/tokens example)
     presigned_ttl: int = 900  # the pre-signed redirect target is valid 15 minutes
     presigned_auth_status: int = 403  # refusal of a redirected GET carrying Authorization (real S3: 400)
     continuation_ttl: int = 3600
-    page_row_budget: int = 1000  # coding rows per page before a page is cut short (section 2)
+    page_row_budget: int = 1000  # coding rows per page before a page is cut short (P2P OpenAPI, pageSize)
     request_status_delay: float = 0.0  # seconds a requestStatus stays InProgress
     max_request_bytes: int = 6 * 1024 * 1024  # "each incoming request is limited to 6mb"
-    signature_encoding: str = "hex"  # X-BWAPI-Signature-256 encoding (UNKNOWN): hex | base64 | sha256=
+    signature_encoding: str = "hex"  # X-BWAPI-Signature-256 encoding (undocumented): hex | base64 | sha256=
     webhook_timeout: float = 10.0
     task_expiry: int = 86400  # seconds until a notification's expirationTime
     auto_notify: bool = False  # notify subscribers when a document becomes WaitingForTransfer

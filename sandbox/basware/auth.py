@@ -142,7 +142,7 @@ def token_endpoint(issuer: TokenIssuer, req: Request) -> Response:
 
 
 def required_scope(method: str, path: str) -> str | None:
-    """The scope a P2P/push call needs: `<api>.read|write|delete` (reference section 1)."""
+    """The scope a P2P/push call needs: `<api>.read|write|delete` (Basware P2P OpenAPI, oauth2 flow scopes)."""
     parts = [p for p in path.split("/") if p]
     if len(parts) < 2 or parts[0] not in ("v1", "v2"):
         return None

@@ -39,7 +39,8 @@ PROCESSING_STATUSES = (
 ENRICHMENT_STATUSES = {s for s in PROCESSING_STATUSES if "Enrichment" in s}
 ACKNOWLEDGE = {"WaitingForTransfer": "TransferInProgress", "WaitingForPrebook": "PrebookInProgress"}
 KEEP_RESPONSES = 100  # "Only latest 100 responses will be saved per invoice"
-# Filled from a successful payment response; a field left out is cleared (reference section 3).
+# Filled from a successful payment response; a field left out is cleared (Basware P2P OpenAPI,
+# PaymentResponseEntity).
 PAYMENT_FIELDS = ("paymentMethod", "paymentTermCode", "paymentMessage")
 QUERY_PARAMS = ("ProcessingStatus", "pageSize", "companyCode", "lastUpdated", "p2pProcessingMode")
 
@@ -129,9 +130,9 @@ class DocumentApi:
         return E.entity_list(status, code, messages, self.app.request_id(), external_codes, info)
 
     def _query(self, req: Request) -> dict[str, str]:
-        """Known query parameters, matched case-insensitively (ASP.NET Core binds them so; the
-        reference says case-sensitivity is UNKNOWN). Anything else, e.g. a continuation token sent
-        as a query parameter, is ignored like the real API ignores it."""
+        """Known query parameters, matched case-insensitively (ASP.NET Core binds them so; the P2P
+        OpenAPI does not say whether they are case-sensitive). Anything else, e.g. a continuation
+        token sent as a query parameter, is ignored like the real API ignores it."""
         out = {}
         for name, values in req.query.items():
             canonical = next((p for p in QUERY_PARAMS if p.lower() == name.lower()), None)
@@ -236,7 +237,8 @@ class DocumentApi:
             rows = 0
             for doc in candidates:
                 doc_rows = len(doc.get("codingRows") or []) + len(doc.get("invoiceLines") or [])
-                # "With many coding rows, fewer invoices than pageSize are returned" (section 2)
+                # "With many coding rows, fewer invoices than pageSize are returned" (Basware P2P
+                # OpenAPI, GET /v1/accountingDocuments)
                 if len(page) >= page_size or (page and rows + doc_rows > cfg.page_row_budget):
                     break
                 page.append(public(doc))
@@ -257,7 +259,9 @@ class DocumentApi:
     # -- GET (one) ---------------------------------------------------------------------------------
     def get_document(self, req: Request) -> Response:
         invoice_id = req.params["invoiceId"]
-        if invoice_id == "status":  # the status lookup "returns nothing until Basware enables it" (section 2)
+        # the status lookup "returns nothing until Basware enables it" (Basware P2P OpenAPI,
+        # GET /v1/accountingDocuments/status)
+        if invoice_id == "status":
             return self._fail(404, "ENTITY_NOT_FOUND", "Request was successful and no records were found.")
         with self.app.lock:
             doc = self.store.docs.get(invoice_id)

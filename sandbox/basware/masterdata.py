@@ -10,10 +10,11 @@ or `Error` (category DataValidation) for the business rules below. Records are s
 API layer even when P2P refused them, so an unchanged resend of a refused record is
 `NotProcessed`, the trap the FAQ describes.
 
-Business rules modelled (each from the reference): company codes must exist in P2P; vendor
-currencies must be active; a vendor's bank accounts must be unique; record codes are unique per
-company across externalCodes; generic lists have list-specific columns and text lengths; a
-matching order's supplier must exist in P2P; an order line needs its order header first.
+Business rules modelled (each from the Basware P2P OpenAPI or the Basware P2P FAQ): company codes
+must exist in P2P; vendor currencies must be active; a vendor's bank accounts must be unique;
+record codes are unique per company across externalCodes; generic lists have list-specific columns
+and text lengths; a matching order's supplier must exist in P2P; an order line needs its order
+header first.
 """
 from __future__ import annotations
 

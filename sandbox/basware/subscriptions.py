@@ -1,11 +1,11 @@
-"""Push notifications: `/v1/subscriptions`, `/v1/tasks` and the webhook emitter (reference section 6).
+"""Push notifications: `/v1/subscriptions`, `/v1/tasks` and the webhook emitter (Basware push-notification OpenAPI).
 
 Facts modelled: subscriptions are posted as an array (`Subscription-Input`); on create Basware
 sends a `ConnectionTest` notification and needs 200 OK back, else the subscription is refused;
 notifications are `{taskId, taskStatus, taskType, taskSubType, documentId, expirationTime}`,
 signed with the subscription's `webhookAuthenticationToken`.
 
-UNKNOWN in the reference, so selectable here: the signature encoding of `X-BWAPI-Signature-256`
+Not documented by Basware, so selectable here: the signature encoding of `X-BWAPI-Signature-256`
 (`hex` by default, `base64`, or `sha256=`-prefixed hex; HMAC-SHA256 over the raw UTF-8 body,
 keyed with the token's UTF-8 bytes), and what a ConnectionTest's `documentId` holds (a fresh
 uuid here; the field is required by the callback schema).

@@ -40,7 +40,7 @@ MASTER_SETS = {"vendors", "accounts", "dimensions", "dimensionValues", "currenci
 class BcConfig:
     """Knobs beyond common.py's (latency, throttle): set in the constructor or POST /_sandbox/config."""
 
-    page_size: int = 20000  # BC online's fixed maximum (4.8)
+    page_size: int = 20000  # BC online's fixed maximum (Microsoft Learn, administration/operational-limits-online)
     processing_delay_ms: float = 0.0  # time spent inside the throttle's concurrency slot
     post_requires_if_match: bool = False  # not documented either way: accept both by default
     deep_insert_returns_lines: bool = True  # OData v4 (Part 1, 11.4.2.2): a deep insert's answer includes the inserted lines
@@ -131,7 +131,7 @@ class BcSandbox(SandboxApp):
 
     def mark_paid(self, document_id: str) -> Document:
         """A posted invoice becomes Paid (its vendor ledger entry closed): status, lastModifiedDateTime
-        and an `updated` notification, as BC's aggregator does (reference 2.6, 5.1)."""
+        and an `updated` notification, as BC's aggregator does (BaseApp codeunit 5529 Purch. Inv. Aggregator)."""
         return self.pay(document_id)
 
     def pay(self, document_id: str, amount=None) -> Document:
@@ -203,14 +203,16 @@ class BcSandbox(SandboxApp):
     def dispatch(self, req: Request) -> Response:
         """A request picked by a late-commit rule is answered with a dropped connection after the
         rule's `delay` (the client gave up) and processed `commit_after` seconds after it arrived
-        (BC keeps working: reference B3). Everything else as usual."""
+        (BC keeps working: Microsoft Learn, administration/operational-limits-online). Everything else
+        as usual."""
         rule = None if req.path.startswith("/_sandbox/") else self.late_commits.take(req.method, req.path)
         if rule is None:
             return super().dispatch(req)
         return self.late_commits.hold(req, rule, super().dispatch)
 
     def set_dimension_value(self, dimension: str, code: str, **fields) -> dict:
-        """Create or change a dimension value; `blocked=True` is hidden from the API (reference 4.3)."""
+        """Create or change a dimension value; `blocked=True` is hidden from the API (AL:
+        APIV2DimensionValuesEntity.Page.al has no `blocked`)."""
         with self.lock:
             return self.company.set_dimension_value(dimension, code, **fields)
 
@@ -373,7 +375,8 @@ class BcSandbox(SandboxApp):
                 self._only(req, "GET", "companies")
                 return self._one(req, company_kind(), company, ctx + "companies/$entity")
             return self._in_company(req, company, segs[1:], f"{ctx}companies({company.id})/")
-        if req.q("company"):  # `?company=<id>` instead of companies(<id>)/ (1.2)
+        # `?company=<id>` instead of companies(<id>)/ (Microsoft Learn, webservices/api-endpoint-structure)
+        if req.q("company"):
             company = self._company(req.q("company"))
             return self._in_company(req, company, segs, f"{ctx}companies({company.id})/")
         raise E.no_resource(req.path)
@@ -405,7 +408,8 @@ class BcSandbox(SandboxApp):
 
     def _company_information(self, req: Request, company: Company, key, ctx: str) -> Response:
         """GET companyInformation: one record; `currencyCode` is the company's LCY (the invoice flow
-        sends that currency as blank, reference 8.6). Read-only here (BC allows PATCH)."""
+        sends that currency as blank; AL: APIV2PurchaseInvoices.Page.al). Read-only here (BC allows
+        PATCH)."""
         self._only(req, "GET", "companyInformation")
         info = {"@odata.etag": etag_of(1), "id": company.id, "displayName": company.name, "addressLine1": "",
                 "addressLine2": "", "city": "", "state": "", "country": "", "postalCode": "", "phoneNumber": "",

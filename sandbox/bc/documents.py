@@ -1,6 +1,7 @@
-"""Purchase invoices and purchase credit memos as data: field tables (reference 2.2, 3.1, 3.5),
-the request-body check BC's OData layer does, and the JSON of headers, lines and dimension set
-lines. The business rules (validation, totals, posting) are in rules.py."""
+"""Purchase invoices and purchase credit memos as data: field tables (Microsoft Learn,
+api-reference/v2.0/resources/dynamics_purchaseinvoice, dynamics_purchaseinvoiceline,
+dynamics_dimensionsetline), the request-body check BC's OData layer does, and the JSON of headers,
+lines and dimension set lines. The business rules (validation, totals, posting) are in rules.py."""
 from __future__ import annotations
 
 import itertools

@@ -23,7 +23,7 @@ def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": f"{message}  CorrelationId:  {uuid.uuid4()}."}}
 
 
-# -- the families named in the reference ---------------------------------------------------------
+# -- the families named in Microsoft Learn, webservices/dynamics-error-codes ----------------------
 def bad_request(message: str, code: str = "BadRequest") -> BcError:
     return BcError(400, code, message)
 
@@ -78,7 +78,7 @@ def no_resource(path: str) -> BcError:
     return BcError(404, "BadRequest_NotFound", f"No HTTP resource was found that matches the request URI '{path}'.")
 
 
-# -- concurrency (6.1) ----------------------------------------------------------------------------
+# -- concurrency (Microsoft Learn, webservices/dynamics-error-codes) -------------------------------
 def etag_required() -> BcError:
     return BcError(400, "BadRequest_InvalidToken",
                    "Could not validate the client concurrency token required by the service. "

@@ -1,7 +1,9 @@
 """Companies, vendors, G/L accounts, dimensions, dimension values and currencies as API entities.
 
-accounts, dimensions, dimensionValues and currencies are GET-only in v2.0 (reference 4.2, 4.3);
-vendors allow POST, PATCH and DELETE (4.1). Changes "made in BC" go through `store.Company`.
+accounts, dimensions, dimensionValues and currencies are GET-only in v2.0 (Microsoft Learn,
+api-reference/v2.0/resources/dynamics_account, dynamics_dimension, dynamics_dimensionvalue);
+vendors allow POST, PATCH and DELETE (resources/dynamics_vendor). Changes "made in BC" go through
+`store.Company`.
 """
 from __future__ import annotations
 

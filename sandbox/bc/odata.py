@@ -378,7 +378,8 @@ def decode_token(token: str):
 
 
 def max_page_size(prefer: str | None, server_max: int) -> int:
-    """`Prefer: odata.maxpagesize=N` lowers the page; more than the server maximum is a 413 (4.8)."""
+    """`Prefer: odata.maxpagesize=N` lowers the page; more than the server maximum is a 413
+    (Microsoft Learn, webservices/Server-Driven-Paging-in-OData-Web-Services)."""
     if not prefer:
         return server_max
     m = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", prefer)

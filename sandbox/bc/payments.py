@@ -12,7 +12,8 @@ What the sandbox models, taking the harder case where the public facts do not de
   sends no webhook notification (the API entity is an aggregate that BC refreshes on document and
   status changes; nothing documents a refresh on a partial application), so only the ledger shows it;
 - the payment that closes the entry, and an unapply that reopens it, change `status`: the invoice
-  is touched and an `updated` notification goes out, as with any status change (reference 5.1);
+  is touched and an `updated` notification goes out, as with any status change (codeunit 5529
+  Purch. Inv. Aggregator);
 - detailed entry numbers only grow (BC's `Entry No.` is sequential), so a reader can page on them.
 
 The ledger rows are served by the analytics `vendorLedgerEntries` endpoint (analytics.py), which

@@ -2,16 +2,22 @@
 
 What BC does and this module copies (Microsoft Learn resource types and BaseApp posting codeunits):
 - a deep insert (header + lines + dimensionSetLines on both) is atomic: it is validated in full
-  before anything is stored (3.3, 3.4); lines inherit the header's dimensions (3.4);
-- vendor must exist and not be blocked `All` (8.8); each Account line's G/L account must exist,
-  be of type Posting, not blocked, direct posting (8.8); dimension values must exist; the vendor
-  document number is Code[35] (2.2) and, being a Code, upper-cased; taxCode is a VAT product
-  posting group (8.7); currencyCode is blank, the LCY code, or a known currency (8.6);
-- BC computes amounts, VAT (rounded to 0.01 per line) and header totals (8.10);
-- `Microsoft.NAV.post` only on drafts (2.3), keeps the id and gives a posted number and status
-  Open (2.5); a posted document with the same vendor + vendor document number is refused at
-  posting (8.1); posted documents cannot be changed (2.7); vendor, accounts and dimension
-  values are checked again at posting (8.3, 8.8).
+  before anything is stored (Microsoft Learn, api/dynamics_purchaseInvoiceLine_create); lines
+  inherit the header's dimensions (microsoft/ALAppExtensions PR #11158);
+- vendor must exist and not be blocked `All` (BaseApp Vendor table); each Account line's G/L
+  account must exist, be of type Posting, not blocked, direct posting (BaseApp purchase line,
+  `CheckGLAcc`); dimension values must exist; the vendor document number is Code[35] (BaseApp
+  Purchase Header, field 68) and, being a Code, upper-cased; taxCode is a VAT product posting
+  group (AL: APIV2PurchaseInvoiceLines.Page.al); currencyCode is blank, the LCY code, or a known
+  currency (AL: APIV2PurchaseInvoices.Page.al);
+- BC computes amounts, VAT (rounded to 0.01 per line) and header totals (codeunit 5529
+  Purch. Inv. Aggregator, through `Document Totals`);
+- `Microsoft.NAV.post` only on drafts (AL: APIV2PurchaseInvoices.Page.al), keeps the id and gives
+  a posted number and status Open (codeunit 5529 Purch. Inv. Aggregator); a posted document with
+  the same vendor + vendor document number is refused at posting (codeunit 90 Purch.-Post,
+  `PurchaseAlreadyExistsErr`); posted documents cannot be changed (codeunit 5529's labels);
+  vendor, accounts and dimension values are checked again at posting (Microsoft Learn,
+  api-reference/v2.0/resources/dynamics_defaultdimension; BaseApp `CheckGLAcc`).
 """
 from __future__ import annotations
 
@@ -30,7 +36,8 @@ from .store import EMPTY_GUID, LCY, Clock, Company, iso, next_version
 
 @dataclass
 class PostingRules:
-    """Company setup that decides what posting checks (reference 8.1, 8.2)."""
+    """Company setup that decides what posting checks (Purchases & Payables Setup "Ext. Doc. No.
+    Mandatory"; the allowed posting dates of General Ledger Setup and User Setup)."""
 
     ext_doc_no_mandatory: bool = True
     allowed_posting_dates: tuple[str, str] | None = None
@@ -277,7 +284,8 @@ class DocumentService:
             raise E.missing_related(OTHER_TABLES[line_type], f"No.='{values.get('lineObjectNumber', '')}'")
         if values.get("taxCode") and values["taxCode"] not in self.company.vat_rates:
             raise E.missing_related("VAT Product Posting Group", f"Code='{values['taxCode']}'")
-        dims = dict(existing.dims) if existing is not None else dict(doc.dims)  # lines inherit the header (3.4)
+        # lines inherit the header (microsoft/ALAppExtensions PR #11158)
+        dims = dict(existing.dims) if existing is not None else dict(doc.dims)
         if existing is None and line_type == "Account":  # then the account's defaults, which win
             dims.update(defaults.inherited_entries(self.company, defaults.ACCOUNT, values["accountId"],
                                                    self._dim_entry))
@@ -425,7 +433,7 @@ class DocumentService:
 
 
 def check_account(account: dict) -> None:
-    """CheckGLAcc + Direct Posting, worded like BC's TestField errors (8.8)."""
+    """CheckGLAcc + Direct Posting (BaseApp purchase line), worded like BC's TestField errors."""
     key = f"No.={account['number']}"
     if account.get("blocked"):
         raise E.field_must_be("Blocked", "No", "G/L Account", key, "Yes")

@@ -162,7 +162,7 @@ class Company:
     def _put_vendor(self, rec: dict, stamp: str) -> dict:
         rec = dict(rec)
         code = (rec.get("currencyCode") or "").upper()
-        rec["currencyCode"] = code or LCY  # the API shows the LCY code for blank (8.6)
+        rec["currencyCode"] = code or LCY  # the API shows the LCY code for blank, as the v2.0 pages do
         rec["currencyId"] = self.currencies[code]["id"] if code and code in self.currencies else EMPTY_GUID
         rec.setdefault("irs1099Code", "")
         rec.setdefault("paymentTermsId", EMPTY_GUID)
@@ -249,7 +249,8 @@ class Company:
 
     def set_dimension_value(self, dimension: str, code: str, **fields) -> dict:
         """Create or change a dimension value. `blocked=True` is kept but not exposed by the API
-        (reference 4.3): such values are accepted on drafts and refused at posting."""
+        (AL: APIV2DimensionValuesEntity.Page.al has no `blocked`): such values are accepted on drafts
+        and refused at posting."""
         if dimension not in self.dimension_by_code:
             self._put_dimension({"id": seed.stable_uuid("dimension", dimension), "code": dimension,
                                  "displayName": dimension.title()}, iso(self.clock.stamp()))

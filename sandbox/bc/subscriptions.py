@@ -2,15 +2,16 @@
 
 - `POST api/v2.0/subscriptions` {notificationUrl, resource, clientState}: BC first POSTs to
   `notificationUrl?validationToken=<token>` and needs 200 with exactly the token as body within
-  5 s (7.2), else nothing is created. Renewal (PATCH with If-Match) repeats the handshake (7.3).
+  5 s (kauffmann.nl, "How to test Business Central webhooks"), else nothing is created. Renewal
+  (PATCH with If-Match) repeats the handshake.
 - A subscription expires after 3 days (configurable) and then disappears (checked lazily).
 - Notifications: `{"value":[{subscriptionId, clientState, expirationDateTime, resource,
   changeType, lastModifiedDateTime}]}`. BC waits 30 s after the first change (here
   `notification_delay`, default 0 = at once) and sends one item per changed record, or a single
   `collection` item with a `$filter` on lastModifiedDateTime when more than
-  `notification_threshold` records changed (7.4).
+  `notification_threshold` records changed.
 - Receiver answers 2xx: done; 408, 429, 5xx or no answer: retried; anything else: the
-  subscription is deleted (7.5).
+  subscription is deleted.
 """
 from __future__ import annotations
 

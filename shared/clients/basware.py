@@ -2,13 +2,16 @@
 
 Facts this code relies on:
 - list and single GETs of accountingDocuments may answer 302 to a pre-signed URL that must be
-  fetched WITHOUT the Authorization header (section 2);
+  fetched WITHOUT the Authorization header (P2P OpenAPI, GET /v1/accountingDocuments);
 - paging: response header `X-amz-meta-continuationToken`, sent back as REQUEST header
   `x-amz-meta-continuationtoken` with the same query parameters; it may sit on the 302 or on the
-  final response, so both are read (section 5); 404 means "no (more) records";
-- acknowledge twice answers 405 (already acknowledged), which is not a failure (section 3);
-- every transfer/payment response needs a fresh externalCode (section 3);
-- master-data POSTs answer with header `x-amzn-RequestId`, read back at /v1/requestStatus (section 4);
+  final response, so both are read (P2P OpenAPI parameter descriptions); 404 means "no (more) records";
+- acknowledge twice answers 405 (already acknowledged), which is not a failure (P2P OpenAPI,
+  POST /v1/accountingDocuments/{invoiceId}/acknowledge; Basware P2P FAQ);
+- every transfer/payment response needs a fresh externalCode (P2P OpenAPI, TransferResponseEntity,
+  PaymentResponseEntity);
+- master-data POSTs answer with header `x-amzn-RequestId`, read back at /v1/requestStatus (P2P OpenAPI,
+  GET /v1/requestStatus/{requestId});
 - an attachment download (`GET /v1/accountingDocuments/{invoiceId}/attachments/{attachmentExternalCode}`)
   answers 302 to a pre-signed URL valid 15 minutes, fetched WITHOUT the Authorization header; 404 =
   no such attachment, or the tenant setting `OpenApi.SendInvoiceAttachments` is off (P2P OpenAPI).

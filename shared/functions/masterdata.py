@@ -60,8 +60,9 @@ def masterdata_sync(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(summary.model_dump_json(), status_code=status, mimetype="application/json")
 
 
-# `admin/...` is the spec's path; the Azure Functions host refuses routes starting with admin
-# (see shared/functions/operations.py), so `manage/...` serves the same function there.
+# `admin/...` is the original path (README, HTTP routes); the Azure Functions host
+# refuses routes starting with admin (see shared/functions/operations.py), so `manage/...` serves
+# the same function there.
 for _prefix, _name in (("manage", "manage_masterdata_sync"), ("admin", "spec_admin_masterdata_sync")):
     bp.function_name(_name)(bp.route(route=f"{_prefix}/masterdata/sync", methods=["POST"],
                                      auth_level=func.AuthLevel.FUNCTION)(masterdata_sync))

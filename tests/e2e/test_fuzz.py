@@ -4,7 +4,7 @@ The real function_app.py under devhost (queue triggers off, so every message sta
 Azurite. Seeded (FUZZ_SEED), a few hundred cases, well under a minute. What must hold, whatever
 arrives:
 - `POST /api/basware/webhook`: never a 5xx; a message lands on `invoice-transfers` only for a body
-  whose signature is valid (checked by an oracle written from the reference, not by the product's
+  whose signature is valid (checked by this test's own oracle, not by the product's
   code), exactly one per accepted 200, none for any other answer;
 - `GET|POST /api/bc/notifications`: never a 5xx and never a 4xx (BC deletes a subscription on any
   4xx other than 408/429; Microsoft Learn, "Working with webhooks in Dynamics 365 Business Central"); the handshake echoes `validationToken`; a

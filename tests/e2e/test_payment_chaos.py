@@ -11,7 +11,8 @@ triggers (visibility timeout, dequeue count, `-poison` -> dead letter). Meanwhil
   its message behind, as a SIGKILLed process does; the message comes back after the visibility
   timeout and the lease expires before the dequeue limit (the lease is 3 s, deliveries 2 s apart);
 - 20% of BC's notifications are delivered twice (BC retries a delivery it thinks failed);
-- the poll runs every couple of seconds (it is the only way partial payments are seen: B7).
+- the poll runs every couple of seconds (it is the only way partial payments are seen: `status` stays
+  Open until the vendor ledger entry is closed, codeunit 5529 Purch. Inv. Aggregator).
 
 The plan, per 200 invoices posted (PAYMENT_CHAOS_INVOICES, default 60 here for CI; 200 is the
 full size, same proportions): 100 paid in full, 30 paid in two parts and then the rest, 5 paid

@@ -83,7 +83,7 @@ def test_the_image_on_the_draft_is_carried_to_the_posted_invoice(env, basware_sa
         assert draft_rt.bc.attachment_content(seed.COMPANY_ID, on_draft.id) == expected
 
         draft_rt.bc.post_document(seed.COMPANY_ID, "purchaseInvoices", draft.id)  # a user posts it in BC
-        (on_posted,) = draft_rt.bc.list_attachments(seed.COMPANY_ID, draft.id)  # same document id (B4)
+        (on_posted,) = draft_rt.bc.list_attachments(seed.COMPANY_ID, draft.id)  # same document id (codeunit 5529)
         assert on_posted.id != on_draft.id  # BC copies the record to the posted invoice
         assert draft_rt.bc.attachment_content(seed.COMPANY_ID, on_posted.id) == expected
     finally:

@@ -742,7 +742,7 @@ def test_two_partial_payments_then_the_rest_give_three_responses_with_cumulative
     first, second = (total * Decimal("0.3")).quantize(Decimal("0.01")), (total * Decimal("0.25")).quantize(Decimal("0.01"))
 
     bc_sandbox.pay(bc_doc.id, first)
-    assert bc_sandbox.documents[bc_doc.id].status == "Open"  # a partial payment leaves it Open (B7) ...
+    assert bc_sandbox.documents[bc_doc.id].status == "Open"  # a partial payment leaves it Open (codeunit 5529) ...
     assert bc_sandbox.flush_notifications()
     drain(rt)
     assert payment_responses(basware_sandbox, doc["invoiceId"]) == []  # ... and BC sends no notification

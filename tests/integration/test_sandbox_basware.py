@@ -530,7 +530,7 @@ def test_p2p_business_rules_and_injected_errors_come_back_as_item_errors(app, ap
     assert items["NWM01-V3"]["status"] == "Success"
     assert "already exists" in items["NWM01-V4"]["errors"][0]["message"]
     assert items["NWM01-V4"]["errors"][0]["category"] == "DataValidation"
-    # an unchanged resend of a refused record is skipped, not fixed (reference section 8)
+    # an unchanged resend of a refused record is skipped, not fixed (Basware P2P FAQ)
     again = api.post("/v1/vendors", json=[records[0]])
     assert app.request_status(again.headers["x-amzn-requestid"])["systems"][0]["items"][0]["status"] == \
         "NotProcessed"

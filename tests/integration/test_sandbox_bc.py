@@ -271,7 +271,7 @@ def test_post_keeps_the_id_gives_a_posted_number_and_refuses_duplicates_and_repo
     assert_bc_error(modified, 400, "Application_", "The invoice has been posted and can no longer be modified.")
     assert_bc_error(api.delete(f"{CO}/purchaseInvoices({doc['id']})", headers={"If-Match": "*"}), 400,
                     "Application_")
-    # with If-Match the post works too (the reference does not say whether BC needs it)
+    # with If-Match the post works too (Microsoft Learn does not say whether BC needs it)
     third = create(api, invoice(vendor="V10030", number="INV-3")).json()
     assert api.post(f"{CO}/purchaseInvoices({third['id']})/Microsoft.NAV.post",
                     headers={"If-Match": third["@odata.etag"]}).status_code == 204
@@ -573,7 +573,8 @@ def test_master_data_changes_in_bc_move_last_modified(bc, api):
 def test_posting_rechecks_master_data_changed_after_the_draft(bc, api):
     body = invoice(lines=[line("6300", 1, 10, dimensionSetLines=[{"code": "DEPARTMENT", "valueCode": "FIN"}])])
     doc = create(api, body).json()
-    bc.set_dimension_value("DEPARTMENT", "FIN", blocked=True)  # not visible through v2.0 (reference 4.3)
+    # not visible through v2.0 (AL: APIV2DimensionValuesEntity.Page.al has no `blocked`)
+    bc.set_dimension_value("DEPARTMENT", "FIN", blocked=True)
     refused = api.post(f"{CO}/purchaseInvoices({doc['id']})/Microsoft.NAV.post")
     assert_bc_error(refused, 400, "Application_", "Dimension Value DEPARTMENT - FIN is blocked")
 

@@ -19,8 +19,9 @@ The design, and why:
    coding that agrees with, or does not touch, the defaults then costs no request beyond the create.
 2. The create's answer carries the lines with their dimension set lines (asked for with `$expand`);
    each coded value that BC inherited differently is corrected with one PATCH, a coded code BC lacks
-   with one POST. Where BC answers without lines (UNKNOWN in the reference, 3.3) and something was
-   left to inheritance, one GET reads them back.
+   with one POST. Where BC answers without lines (Microsoft Learn's
+   api/dynamics_purchaseInvoiceLine_create does not say whether the 201 carries them) and something
+   was left to inheritance, one GET reads them back.
 3. G/L account defaults are learned from those answers: a code on a line that neither the header
    nor the request put there came from the account. They are remembered per company and account,
    so the next invoice on the account nests correctly and never clashes.

@@ -243,7 +243,8 @@ def map_document(doc: AccountingDocument, ledger: Ledger, rules: MappingRules) -
     if due_date:
         body["dueDate"] = due_date
     currency = _key(doc.currency_code)
-    if currency and currency != _key(ledger.lcy):  # the company's own currency is blank in BC (8.6)
+    # the company's own currency is blank in BC (AL: APIV2PurchaseInvoices.Page.al)
+    if currency and currency != _key(ledger.lcy):
         body["currencyCode"] = currency
     body[LINES[entity]] = lines
 

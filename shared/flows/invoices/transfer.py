@@ -417,8 +417,9 @@ class _Transfer:
 
     def create_draft(self, ids: _Ids, mapped: MappedDocument) -> PurchaseDocument | str:
         """One deep-insert POST, never repeated blindly: BC may commit a request after the client
-        gave up on it (reference B3). After an unclear outcome the draft is looked for by this job's
-        marker; if it is not there, the job waits out BC's late-commit window before creating again.
+        gave up on it (Microsoft Learn, administration/operational-limits-online). After an unclear
+        outcome the draft is looked for by this job's marker; if it is not there, the job waits out
+        BC's late-commit window before creating again.
         Nested dimensions are only those BC will not inherit (dimensions.py); a clash costs one
         refused POST and is created again without nested dimensions on the unknown accounts."""
         left = self.window_left("create_sent_at")
@@ -567,7 +568,7 @@ class _Transfer:
         PostedIndex(self.rt.storage).remember(draft.id, self.job.id)  # before BC can pay it (payments flow)
         """`Microsoft.NAV.post`, sent once per late-commit window: after an unclear outcome the document
         is read before anything else; still a draft, it is posted again only once BC can no longer
-        commit the first request (reference B3)."""
+        commit the first request (Microsoft Learn, administration/operational-limits-online)."""
         if self.window_left("post_sent_at") > 0 or self.job.get("post_sent_at_round") == self.round:
             current = self.rt.bc.get_document(ids.company, ids.entity, draft.id)
             if current is not None and not current.is_draft:

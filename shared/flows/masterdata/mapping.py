@@ -300,8 +300,8 @@ def restamped(p: Pending, stamp: str) -> Pending:
     """The same content with `lastUpdated` set, so Basware processes it again.
 
     Basware keeps a record in its API layer even when P2P refused it, and then skips an identical
-    resend as NotProcessed although P2P never got it (reference section 4, "Identical import
-    skipped": "modify the record slightly"). `lastUpdated` is a field every master-data schema
+    resend as NotProcessed although P2P never got it (Basware P2P FAQ: "modify the record
+    slightly"; P2P OpenAPI, ProcessedItem). `lastUpdated` is a field every master-data schema
     has and nothing in P2P shows. The hash stays that of the content without it, so the next
     unchanged run skips the record again."""
     record = canonical({**p.record, "lastUpdated": stamp})

@@ -1,9 +1,9 @@
 """The BC change-notification endpoint (`GET|POST /api/bc/notifications`, Microsoft Learn: "Working with webhooks in Dynamics 365 Business Central").
 
-BC deletes a subscription when its notification URL answers any 4xx other than 408/429 (7.5),
+BC deletes a subscription when its notification URL answers any 4xx other than 408/429 (same page),
 so this endpoint answers only 200 (handshake), 202 (accepted, or ignored with an audit row) and
 503 (try again: storage is down). The handshake is answered before anything else is touched,
-not even settings, because BC gives it 5 seconds (7.2).
+not even settings, because BC gives it 5 seconds (kauffmann.nl, "How to test Business Central webhooks").
 
 A notification carries no data, only `resource` (`api/v2.0/companies(<id>)/purchaseInvoices(<id>)`)
 and `changeType`; each item's `clientState` must match `BC_CLIENT_STATE` (constant-time compare).

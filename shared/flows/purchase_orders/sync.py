@@ -154,8 +154,9 @@ def import_batch(rt: Runtime, path: str, records: list[dict], jid: str, *, stamp
     requestStatus) or still unknown when `status_wait` ran out. Those keep no hash: sent again.
 
     Every record goes out with `lastUpdated` = this run's time: Basware keeps a record it refused and
-    skips an identical resend as NotProcessed (reference section 4), so a retry must differ. Only
-    changed records are sent at all (our hashes leave `lastUpdated` out), so nothing else is resent."""
+    skips an identical resend as NotProcessed (Basware P2P FAQ; P2P OpenAPI, ProcessedItem), so a
+    retry must differ. Only changed records are sent at all (our hashes leave `lastUpdated` out), so
+    nothing else is resent."""
     codes = [r["externalCode"] for r in records]
     try:
         posted = post_batch(rt.basware, path, [{**r, "lastUpdated": stamp} for r in records])

@@ -1,14 +1,16 @@
 """Business Central API v2.0 client (Microsoft Learn, "Business Central API (v2.0)").
 
 Facts this code relies on:
-- URL: {BC_API_URL}/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/... (1.1, 1.2);
-- deep insert of lines and dimensionSetLines in one POST, atomic (3.3, 3.4);
+- URL: {BC_API_URL}/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/... (Microsoft Learn, webservices/api-endpoint-structure);
+- deep insert of lines and dimensionSetLines in one POST, atomic (Microsoft Learn,
+  api/dynamics_purchaseInvoiceLine_create; microsoft/ALAppExtensions PR #11158);
 - `Microsoft.NAV.post` answers 204 and the document keeps its id; GET it again for the posted
-  number and status (2.3, 2.5);
-- PATCH and DELETE need If-Match (6.1); errors are {"error":{"code","message"}} with a
-  correlation id at the end of the message (6.2);
-- paging with `Prefer: odata.maxpagesize` and `@odata.nextLink` (4.8);
-- subscriptions sit at the API root, keyed in single quotes (7.1, 7.3);
+  number and status (AL: APIV2PurchaseInvoices.Page.al; codeunit 5529 Purch. Inv. Aggregator);
+- PATCH and DELETE need If-Match (Microsoft Learn, api-reference/v2.0 PATCH and DELETE pages); errors are {"error":{"code","message"}} with a
+  correlation id at the end of the message (Microsoft Learn, webservices/use-odata-batch;
+  microsoft/ALAppExtensions issue #16868);
+- paging with `Prefer: odata.maxpagesize` and `@odata.nextLink` (Microsoft Learn, webservices/Server-Driven-Paging-in-OData-Web-Services);
+- subscriptions sit at the API root, keyed in single quotes (Microsoft Learn, api-reference/v2.0/dynamics-subscriptions);
 - document attachments in two calls: POST `documentAttachments` {fileName, parentType, parentId},
   then PATCH `documentAttachments({id})/attachmentContent` with the raw bytes and If-Match
   (API page 30080 `APIV2DocumentAttachments.Page.al`); a request body may be at most 350 MB
@@ -61,7 +63,7 @@ class BcClient(ApiClient):
     system = "bc"
 
     def __init__(self, api_url: str, tenant_id: str, environment: str, tokens, **kwargs) -> None:
-        headers = {"Accept-Language": "en-US", "Accept": "application/json"}  # stable error texts (6.8)
+        headers = {"Accept-Language": "en-US", "Accept": "application/json"}  # stable error texts (Microsoft Learn, developer/devenv-connect-apps-tips)
         super().__init__(f"{api_url.rstrip('/')}/v2.0/{tenant_id}/{environment}/api/v2.0", tokens,
                          default_headers=headers, **kwargs)
         self.api_root = f"{api_url.rstrip('/')}/v2.0/{tenant_id}/{environment}/api"
@@ -143,7 +145,8 @@ class BcClient(ApiClient):
     def set_line_dimension(self, company_id: str, entity: str, document_id: str, line_id: str, code: str,
                            value_code: str, *, dimension_id: str | None = None, etag: str | None = None,
                            max_attempts: int | None = None) -> dict:
-        """PATCH an inherited line dimension (If-Match) or POST a missing one (reference 3.5)."""
+        """PATCH an inherited line dimension (If-Match) or POST a missing one (Microsoft Learn,
+        api-reference/v2.0/resources/dynamics_dimensionsetline; AL: APIV2DimensionSetLines.Page.al)."""
         path = self.line_dimensions_path(company_id, entity, document_id, line_id)
         if dimension_id:
             response = self.request("PATCH", f"{path}({dimension_id})", content=_dumps({"valueCode": value_code}),

@@ -14,7 +14,8 @@
 - The last run of each scheduled job (`LastRuns`, for the console): PartitionKey `lastrun`.
 - The master-data company lease (`CompanyLease`): PartitionKey `lease`.
 - The BC request slots every instance shares (`RequestSlots`, for shared/clients/budget.py):
-  PartitionKey `slots-bc`, RowKey `00`, `01`, ..., with `owner` and `until` (epoch seconds).
+  PartitionKey `slots-bc`, RowKey `00`, `01`, ...: a row exists while its slot is held, with `owner`
+  and `until` (epoch seconds, when the lease runs out).
 """
 from __future__ import annotations
 
@@ -258,10 +259,14 @@ class Slot:
 class RequestSlots:
     """`size` leases, one per BC request in flight from any instance (shared/clients/budget.py).
 
-    A slot is free when its lease has run out; taking and renewing are ETag-conditional, so of two
-    instances that pick the same free slot one wins and the other tries the next."""
+    A slot is held while its row exists: taking one is an insert, which Table Storage refuses with
+    409 when the row is there, so of two instances after the same slot exactly one gets it; giving
+    it back is an ETag-conditional delete. One round trip before a request and one after, while
+    slots are free. A row whose lease ran out (its holder crashed) is found by reading the
+    partition once every slot tried was taken, and deleted, ETag-conditionally, before reuse."""
 
     PARTITION = "slots-bc"
+    TRIES = 3  # random slots tried by insert before the partition is read
     unavailable = (ServiceRequestError, ServiceResponseError)
 
     def __init__(self, storage: Storage, size: int, clock: Callable[[], float] = time.time,
@@ -277,24 +282,39 @@ class RequestSlots:
         return self._storage.table(SYNCSTATE)
 
     def take(self, owner: str, seconds: float) -> Slot | None:
+        keys = self._rng.sample(self._keys, len(self._keys))  # instances asking at once try different slots
+        for key in keys[:self.TRIES]:
+            slot = self._insert(key, owner, seconds)
+            if slot is not None:
+                return slot
         now = self._clock()
         rows = {e["RowKey"]: e for e in self._table.query_entities(
             "PartitionKey eq @p", parameters={"p": self.PARTITION}, select=["RowKey", "until"])}
-        free = [k for k in self._keys if k not in rows or float(rows[k].get("until") or 0) <= now]
-        self._rng.shuffle(free)  # instances that look at once try different slots first
-        for key in free:
-            entity = {"PartitionKey": self.PARTITION, "RowKey": key, "owner": owner, "until": now + seconds}
-            try:
-                if key in rows:
-                    etag = self._table.update_entity(entity, mode=UpdateMode.REPLACE,
-                                                     etag=rows[key].metadata["etag"],
-                                                     match_condition=MatchConditions.IfNotModified)["etag"]
-                else:
-                    etag = self._table.create_entity(entity)["etag"]
-            except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
-                continue  # another instance was quicker
-            return Slot(key, etag, now + seconds)
+        for key in keys:
+            row = rows.get(key)
+            if row is not None:
+                if float(row.get("until") or 0) > now:
+                    continue
+                try:  # its holder never gave it back: clear it, unless someone else just did
+                    self._table.delete_entity(self.PARTITION, key, etag=row.metadata["etag"],
+                                              match_condition=MatchConditions.IfNotModified)
+                except ResourceModifiedError:
+                    continue  # renewed by its holder, or taken again
+                except ResourceNotFoundError:
+                    pass      # given back meanwhile: free
+            slot = self._insert(key, owner, seconds)
+            if slot is not None:
+                return slot
         return None
+
+    def _insert(self, key: str, owner: str, seconds: float) -> Slot | None:
+        until = self._clock() + seconds
+        try:
+            etag = self._table.create_entity({"PartitionKey": self.PARTITION, "RowKey": key, "owner": owner,
+                                              "until": until})["etag"]
+        except ResourceExistsError:
+            return None  # held
+        return Slot(key, etag, until)
 
     def renew(self, slot: Slot, seconds: float) -> Slot | None:
         until = self._clock() + seconds
@@ -308,8 +328,7 @@ class RequestSlots:
 
     def give_back(self, slot: Slot) -> None:
         try:
-            self._table.update_entity({"PartitionKey": self.PARTITION, "RowKey": slot.key, "owner": "", "until": 0.0},
-                                      mode=UpdateMode.REPLACE, etag=slot.etag,
+            self._table.delete_entity(self.PARTITION, slot.key, etag=slot.etag,
                                       match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             pass  # it ran out and another instance holds it now: theirs

@@ -119,7 +119,26 @@ def test_a_request_that_waits_too_long_for_a_slot_is_given_back_unsent(env, bc_s
     assert 0.5 <= time.monotonic() - started < 5
 
 
-def test_a_freed_slot_goes_to_a_waiting_request_of_the_same_instance(fresh_azurite):
+class CountedSlots(RequestSlots):
+    """The real slots, counting the round trips that take one from storage."""
+
+    takes = 0
+
+    def take(self, owner, seconds):
+        self.takes += 1
+        return super().take(owner, seconds)
+
+
+def _given_back(slots: RequestSlots, within: float = 3.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if slots.holders() == {}:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_with_one_slot_a_second_request_waits_for_the_first(fresh_azurite):
     slots = RequestSlots(Storage(fresh_azurite.connection_string), 1)
     gate = SharedGate(slots, "this-instance", wait_limit=10)
     order: list[str] = []
@@ -142,7 +161,21 @@ def test_a_freed_slot_goes_to_a_waiting_request_of_the_same_instance(fresh_azuri
     for t in threads:
         t.join()
     assert order == ["first", "second"]
-    assert slots.holders() == {}                       # returned once nobody waits
+    assert _given_back(slots)                          # and the slot goes back once nobody uses it
+
+
+def test_a_jobs_requests_in_a_row_take_one_slot_and_give_it_back_for_the_others(fresh_azurite):
+    storage = Storage(fresh_azurite.connection_string)
+    slots = CountedSlots(storage, 1)
+    gate = SharedGate(slots, "this-instance", keep=0.3)
+    for _ in range(5):                                  # create, post, read back, ...
+        with gate.hold(30):
+            pass
+    assert slots.takes == 1
+    assert _given_back(slots)
+    other = SharedGate(RequestSlots(storage, 1), "another-instance", wait_limit=2)
+    with other.hold(30):                               # another instance gets the one slot now
+        assert set(slots.holders().values()) == {"another-instance"}
 
 
 def test_bc_stays_reachable_when_storage_is_down(env, bc_sandbox, fresh_azurite):

@@ -10,7 +10,7 @@ BC's limits are per principal (one app registration = one user), over every inst
 
 Flex Consumption scales each queue and timer function on its own instances, the HTTP routes as one
 group, each up to `maximumInstanceCount`, whose lowest allowed value is 40
-(learn.microsoft.com/azure/azure-functions/flex-consumption-plan, "Considerations"). So an instance
+(learn.microsoft.com/azure/azure-functions/flex-consumption-plan). So an instance
 count cannot be the bound: 40 instances of one function with 5 requests each is already 200
 connections. Two gates hold the budget instead:
 
@@ -21,7 +21,7 @@ connections. Two gates hold the budget instead:
    function. At most that many requests are at BC at once, whatever the instance count: 5 in
    processing and 5 ready in BC's queue, so BC never idles between requests and no request waits
    long enough in BC's queue to be given up on and commit late. 10 leaves 90 of the 100
-   connections unused: a person's own BC integrations on the same app registration have room.
+   connections to anything else that signs in with the same app registration.
 
 A slot is leased for the request's own timeout plus a margin, so a crashed instance gives its slots
 back by expiry, and the lease outlives every request that holds it. A process that finishes a
@@ -29,9 +29,10 @@ request keeps the slot for half a second: the job's next BC request (an invoice 
 and a read back in a row) or another waiting request of the process takes it without a storage
 round trip; then it goes back for the other instances. A request that finds every slot taken waits
 with jittered backoff (woken early when its own process frees one) and, after `wait_limit` seconds,
-raises TransientError: the job goes back to its queue unsent. When Table Storage cannot be reached the gate lets the request through on the
-local cap alone: no queue trigger fires without storage, so the only BC callers left are this
-instance's HTTP routes, and refusing BC would only make the health check lie about BC.
+raises TransientError: the job goes back to its queue unsent. When Table Storage cannot be reached,
+the gate lets the request through on the local cap alone: no queue trigger fires without storage,
+so the only BC callers left are this instance's HTTP routes, and refusing BC would only make the
+health check report BC down when it is not.
 
 bench/invoices.py (`--instances`) measures what the budget costs in throughput (bench/RESULTS.md).
 """

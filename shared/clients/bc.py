@@ -203,7 +203,7 @@ class BcClient(ApiClient):
         summary = CallSummary("PATCH", urlsplit(url).path, attempts=1)
         started = time.monotonic()
         try:
-            with self._slots.hold(300):
+            with self._slots.hold():
                 self._count("requests")
                 try:
                     response = self._http.request("PATCH", url, content=chunks, headers=headers, timeout=300)

@@ -23,8 +23,9 @@ connections. Two gates hold the budget instead:
    long enough in BC's queue to be given up on and commit late. 10 leaves 90 of the 100
    connections to anything else that signs in with the same app registration.
 
-A slot is leased for the request's own timeout plus a margin, so a crashed instance gives its slots
-back by expiry, and the lease outlives every request that holds it. A process that finishes a
+A slot is leased for 20 seconds and renewed by the process while it holds it, so a crashed
+instance's slots come back 20 seconds after it died, while a request that takes minutes (BC runs a
+request for up to 8 minutes) keeps its slot to the end. A process that finishes a
 request keeps the slot for half a second: the job's next BC request (an invoice is a create, a post
 and a read back in a row) or another waiting request of the process takes it without a storage
 round trip; then it goes back for the other instances. A request that finds every slot taken waits
@@ -49,11 +50,12 @@ from shared.core.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-LEASE_MARGIN_SECONDS = 30.0  # a slot's lease outlives the request's own timeout by this much
-KEEP_SECONDS = 0.5           # a freed slot waits this long for this process's next request
+LEASE_SECONDS = 20.0  # a slot's lease, renewed while held: a crashed instance's slots come back after this
+KEEP_SECONDS = 0.5    # a freed slot waits this long for this process's next request
 
 
 class Slot(Protocol):
+    key: str
     until: float  # epoch seconds: when the lease runs out
 
 
@@ -76,7 +78,7 @@ class LocalGate:
         self._slots = threading.BoundedSemaphore(limit)
 
     @contextmanager
-    def hold(self, seconds: float) -> Iterator[None]:
+    def hold(self) -> Iterator[None]:
         with self._slots:
             yield
 
@@ -85,43 +87,48 @@ class SharedGate(LocalGate):
     """The local cap, and one of the slots every instance shares (module docstring)."""
 
     def __init__(self, store: SlotStore, owner: str, *, limit: int = 5, wait_limit: float = 120.0,
-                 keep: float = KEEP_SECONDS, clock: Callable[[], float] = time.time,
+                 keep: float = KEEP_SECONDS, lease: float = LEASE_SECONDS, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random) -> None:
         super().__init__(limit)
         self._store = store
         self._owner = owner
         self._wait_limit = wait_limit
         self._keep = keep
+        self._lease = lease
         self._clock = clock
         self._rng = rng
-        self._idle: list[tuple[Slot, float]] = []  # (slot, when freed): leased by us, free for our next request
-        self._reaper: threading.Thread | None = None
+        self._held: dict[str, Slot] = {}           # every slot this process holds, its newest lease
+        self._idle: list[tuple[str, float]] = []   # (slot, when freed): held, free for our next request
+        self._keeper: threading.Thread | None = None
         self._freed = threading.Condition()
 
     @contextmanager
-    def hold(self, seconds: float) -> Iterator[None]:
+    def hold(self) -> Iterator[None]:
         with self._slots:
-            slot = self._acquire(seconds + LEASE_MARGIN_SECONDS)
+            key = self._acquire()
             try:
                 yield
             finally:
-                self._release(slot)
+                self._release(key)
 
-    def _acquire(self, lease: float) -> Slot | None:
+    def _acquire(self) -> str | None:
         deadline = time.monotonic() + self._wait_limit
         attempt = 0
         while True:
-            slot = self._from_idle(lease)
-            if slot is not None:
-                return slot
+            with self._freed:
+                if self._idle:
+                    return self._idle.pop()[0]
             try:
-                slot = self._store.take(self._owner, lease)
+                slot = self._store.take(self._owner, self._lease)
             except self._store.unavailable as exc:
                 log.warning("event=bc.budget.unavailable error=%s: the local cap alone bounds this request",
                             type(exc).__name__)
                 return None
             if slot is not None:
-                return slot
+                with self._freed:
+                    self._held[slot.key] = slot
+                    self._start_keeper()
+                return slot.key
             attempt += 1
             left = deadline - time.monotonic()
             if left <= 0:
@@ -134,42 +141,49 @@ class SharedGate(LocalGate):
                     # woken at once when a request of this process frees its slot
                     self._freed.wait(min(left, self._rng() * min(2.0, 0.05 * 2 ** attempt)))
 
-    def _from_idle(self, lease: float) -> Slot | None:
-        with self._freed:
-            slot = self._idle.pop()[0] if self._idle else None
-        if slot is None or slot.until - self._clock() >= lease:
-            return slot
-        try:
-            return self._store.renew(slot, lease)  # None: it ran out and another instance took it
-        except self._store.unavailable:
-            return slot
-
-    def _release(self, slot: Slot | None) -> None:
+    def _release(self, key: str | None) -> None:
         """Keep the slot for `keep` seconds: the next request of the same job (create, post, read
         back) or a waiting request of this process takes it without a storage round trip."""
-        if slot is None:
-            return
         with self._freed:
-            self._idle.append((slot, time.monotonic()))
-            self._freed.notify()
-            if self._reaper is None:
-                self._reaper = threading.Thread(target=self._give_back_idle, name="bc-budget-reaper", daemon=True)
-                self._reaper.start()
+            if key in self._held:
+                self._idle.append((key, time.monotonic()))
+                self._freed.notify()
 
-    def _give_back_idle(self) -> None:
-        """Return slots unused for `keep` seconds to the other instances; ends when none is left."""
+    def _start_keeper(self) -> None:
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep_leases, name="bc-budget-keeper", daemon=True)
+            self._keeper.start()
+
+    def _keep_leases(self) -> None:
+        """While this process holds slots: renew their leases (a third of the lease before they run
+        out), and give back those unused for `keep` seconds. The only thread that renews or gives
+        back, so a lease's newest ETag is always the one in `_held`. Ends when nothing is held."""
+        renew_before = self._lease * 2 / 3
         while True:
+            now, mono = self._clock(), time.monotonic()
             with self._freed:
-                if not self._idle:
-                    self._reaper = None
+                if not self._held:
+                    self._keeper = None
                     return
-                now = time.monotonic()
-                stale = [s for s, freed in self._idle if now - freed >= self._keep]
-                self._idle = [(s, freed) for s, freed in self._idle if now - freed < self._keep]
-                wait = self._keep if not self._idle else self._keep - (now - min(f for _, f in self._idle))
-            for slot in stale:
+                stale = [k for k, freed in self._idle if mono - freed >= self._keep]
+                self._idle = [(k, freed) for k, freed in self._idle if mono - freed < self._keep]
+                returned = [self._held.pop(k) for k in stale]
+                due = [slot for slot in self._held.values() if slot.until - now < renew_before]
+            for slot in returned:
                 try:
                     self._store.give_back(slot)
                 except self._store.unavailable:
                     pass  # the lease runs out on its own
-            time.sleep(max(wait, 0.01))
+            for slot in due:
+                try:
+                    renewed = self._store.renew(slot, self._lease)
+                except self._store.unavailable:
+                    continue  # try again next round; the lease has a third left
+                with self._freed:
+                    if renewed is None:  # it ran out (a stalled process) and another instance has it
+                        log.warning("event=bc.budget.lease_lost slot=%s", slot.key)
+                        self._held.pop(slot.key, None)
+                        self._idle = [(k, f) for k, f in self._idle if k != slot.key]
+                    elif slot.key in self._held:
+                        self._held[slot.key] = renewed
+            time.sleep(min(self._keep, self._lease / 6))

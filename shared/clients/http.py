@@ -170,7 +170,6 @@ class ApiClient:
         self._sleep = sleep
         self._rng = rng
         self._clock = clock
-        self._timeout = timeout
         self._slots = gate or LocalGate(max_concurrency)  # shared/clients/budget.py
         self._on_call = on_call
         self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
@@ -274,7 +273,7 @@ class ApiClient:
             token = self.tokens.token()
             hdrs["Authorization"] = f"Bearer {token}"
         kwargs = {"timeout": timeout} if timeout is not None else {}
-        with self._slots.hold(timeout or self._timeout):
+        with self._slots.hold():
             self._count("requests")
             response = self._http.request(method, url, json=json, content=content, params=params, headers=hdrs,
                                           **kwargs)

@@ -123,8 +123,11 @@ class ChaosBc(BcSandbox):
         post = _POST.search(req.path) if req.method == "POST" else None
         if post:
             doc = self.documents.get(post.group(2).lower()) or self.documents.get(post.group(2))
-            if doc is not None and self._should_kill(doc.vendor_document_number.upper(), self.kill_before_post,
-                                                     "before posting"):
+            number = doc.vendor_document_number.upper() if doc is not None else ""
+            # An invoice to be killed after its create, whose create BC committed late (the connector
+            # found the draft, no 201 went out), is killed before its post instead.
+            wanted = self.kill_before_post if number in self.kill_before_post else self.kill_after_create
+            if doc is not None and self._should_kill(number, wanted, "before posting"):
                 raise DropConnection()
         response = super().dispatch(req)
         if req.method == "POST" and response.status == 201 and _CREATE.search(req.path):

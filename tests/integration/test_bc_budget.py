@@ -111,7 +111,7 @@ def test_a_request_that_waits_too_long_for_a_slot_is_given_back_unsent(env, bc_s
     ran = []
     started = time.monotonic()
     with pytest.raises(TransientError) as caught:
-        with gate.hold(30):
+        with gate.hold():
             ran.append(True)
     assert ran == []                                   # nothing was sent
     assert caught.value.unprocessed                    # so a retry cannot duplicate anything
@@ -145,14 +145,14 @@ def test_with_one_slot_a_second_request_waits_for_the_first(fresh_azurite):
     first_in = threading.Event()
 
     def first():
-        with gate.hold(30):
+        with gate.hold():
             order.append("first")
             first_in.set()
             time.sleep(0.3)
 
     def second():
         first_in.wait()
-        with gate.hold(30):
+        with gate.hold():
             order.append("second")
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
@@ -169,13 +169,26 @@ def test_a_jobs_requests_in_a_row_take_one_slot_and_give_it_back_for_the_others(
     slots = CountedSlots(storage, 1)
     gate = SharedGate(slots, "this-instance", keep=0.3)
     for _ in range(5):                                  # create, post, read back, ...
-        with gate.hold(30):
+        with gate.hold():
             pass
     assert slots.takes == 1
     assert _given_back(slots)
     other = SharedGate(RequestSlots(storage, 1), "another-instance", wait_limit=2)
-    with other.hold(30):                               # another instance gets the one slot now
+    with other.hold():                               # another instance gets the one slot now
         assert set(slots.holders().values()) == {"another-instance"}
+
+
+def test_a_request_longer_than_the_lease_keeps_its_slot_to_the_end(fresh_azurite):
+    """BC may run a request for minutes; the holder renews its lease, nobody else gets the slot."""
+    storage = Storage(fresh_azurite.connection_string)
+    slow = SharedGate(RequestSlots(storage, 1), "slow-instance", lease=1.2, keep=0.2)
+    other = SharedGate(RequestSlots(storage, 1), "another-instance", wait_limit=2.5)
+    with slow.hold():
+        with pytest.raises(TransientError):
+            with other.hold():                            # 2.5 s: two leases' worth
+                pass
+    with other.hold():                                    # and it is free once the request is done
+        pass
 
 
 def test_bc_stays_reachable_when_storage_is_down(env, bc_sandbox, fresh_azurite):

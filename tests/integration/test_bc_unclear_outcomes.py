@@ -72,6 +72,19 @@ def test_a_post_committed_after_the_timeout_is_read_back_not_sent_again(rt, basw
     assert ("post", "unclear") in trail and ("find_document", "posted") in trail, trail
 
 
+def test_a_post_refused_with_429_is_sent_again_without_waiting_out_the_late_commit_window(rt, basware_sandbox,
+                                                                                          bc_sandbox):
+    """BC's 429 comes before the request runs: nothing can commit later, even when BC also refuses
+    the reads that follow (a throttled tenant refuses everything for a while)."""
+    (doc,) = only(basware_sandbox, [one_invoice("THROTTLED-POST-1")])
+    bc_sandbox.faults.add(POST, count=5, status=429, method="POST", retry_after=0)
+    bc_sandbox.faults.add(r"/purchaseInvoices\([^)]*\)$", count=5, status=429, method="GET", retry_after=0)
+    run(rt, doc)
+    assert_posted_once(basware_sandbox, bc_sandbox, doc)
+    trail = steps(rt, doc["invoiceId"])
+    assert ("post", "waiting") not in trail and ("post", "unclear") not in trail, trail
+
+
 def test_a_second_draft_of_the_connector_is_removed_and_one_kept(env, rt, basware_sandbox, bc_sandbox):
     (doc,) = only(basware_sandbox, [one_invoice("TWICE-1")])
     crashing = new_runtime(env, "doomed", transport=CrashingTransport("POST", CREATE, after_response=True))

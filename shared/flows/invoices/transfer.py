@@ -593,15 +593,19 @@ class _Transfer:
                                        ids.company, ids.entity, current or draft, exc=exc)
                 self.audit("post", "already", "an earlier attempt had posted it", exc=exc)
             except TransientError as exc:
-                current = self.rt.bc.get_document(ids.company, ids.entity, draft.id)  # read before anything else
-                if current is not None and not current.is_draft:
-                    self.audit("post", "already", "posted although BC's answer was lost", exc=exc)
-                    break
-                if not exc.unprocessed:
+                if exc.unprocessed:
+                    # refused before it ran (a 429): nothing of it can commit later, so the marker goes
+                    # at once; a read here could itself be refused and leave the job waiting out the
+                    # late-commit window for a post BC never ran
+                    self.update(post_sent_at_round=0)
+                else:
+                    current = self.rt.bc.get_document(ids.company, ids.entity, draft.id)  # read before anything else
+                    if current is not None and not current.is_draft:
+                        self.audit("post", "already", "posted although BC's answer was lost", exc=exc)
+                        break
                     self.audit("post", "unclear", exc.summary(), exc=exc)
                     return self.wait_for_bc(self.window_left("post_sent_at"), "post",
                                             "BC did not answer the post and may still commit it")
-                self.update(post_sent_at_round=0)
                 if attempt >= retry.max_attempts or not self.rt.bc.wait_before_retry(attempt, exc):
                     raise
                 continue

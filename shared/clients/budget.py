@@ -28,7 +28,8 @@ instance's slots come back 20 seconds after it died, while a request that takes 
 request for up to 8 minutes) keeps its slot to the end. A process that finishes a
 request keeps the slot for half a second: the job's next BC request (an invoice is a create, a post
 and a read back in a row) or another waiting request of the process takes it without a storage
-round trip; then it goes back for the other instances. A request that finds every slot taken waits
+round trip; then it goes back for the other instances. A slot held for 5 seconds goes back when
+it is freed whatever the demand, so a busy instance cannot keep slots from the others. A request that finds every slot taken waits
 with jittered backoff (woken early when its own process frees one) and, after `wait_limit` seconds,
 raises TransientError: the job goes back to its queue unsent. When Table Storage cannot be reached,
 the gate lets the request through on the local cap alone: no queue trigger fires without storage,
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 20.0  # a slot's lease, renewed while held: a crashed instance's slots come back after this
 KEEP_SECONDS = 0.5    # a freed slot waits this long for this process's next request
+TURN_SECONDS = 5.0    # a slot held this long goes back when freed: other instances get their turn
 
 
 class Slot(Protocol):
@@ -87,7 +89,7 @@ class SharedGate(LocalGate):
     """The local cap, and one of the slots every instance shares (module docstring)."""
 
     def __init__(self, store: SlotStore, owner: str, *, limit: int = 5, wait_limit: float = 120.0,
-                 keep: float = KEEP_SECONDS, lease: float = LEASE_SECONDS, clock: Callable[[], float] = time.time,
+                 keep: float = KEEP_SECONDS, lease: float = LEASE_SECONDS, turn: float = TURN_SECONDS, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random) -> None:
         super().__init__(limit)
         self._store = store
@@ -95,10 +97,13 @@ class SharedGate(LocalGate):
         self._wait_limit = wait_limit
         self._keep = keep
         self._lease = lease
+        self._turn = turn
         self._clock = clock
         self._rng = rng
         self._held: dict[str, Slot] = {}           # every slot this process holds, its newest lease
         self._idle: list[tuple[str, float]] = []   # (slot, when freed): held, free for our next request
+        self._taken_at: dict[str, float] = {}       # when each held slot came from storage
+        self._returning: list[Slot] = []            # held long enough: back to the other instances
         self._keeper: threading.Thread | None = None
         self._freed = threading.Condition()
 
@@ -127,6 +132,7 @@ class SharedGate(LocalGate):
             if slot is not None:
                 with self._freed:
                     self._held[slot.key] = slot
+                    self._taken_at[slot.key] = time.monotonic()
                     self._start_keeper()
                 return slot.key
             attempt += 1
@@ -145,8 +151,14 @@ class SharedGate(LocalGate):
         """Keep the slot for `keep` seconds: the next request of the same job (create, post, read
         back) or a waiting request of this process takes it without a storage round trip."""
         with self._freed:
-            if key in self._held:
-                self._idle.append((key, time.monotonic()))
+            if key not in self._held:
+                return
+            now = time.monotonic()
+            if now - self._taken_at.get(key, now) >= self._turn:
+                # held for its turn: give it back, so a busy instance cannot keep slots to itself
+                self._returning.append(self._held.pop(key))
+            else:
+                self._idle.append((key, now))
                 self._freed.notify()
 
     def _start_keeper(self) -> None:
@@ -162,12 +174,13 @@ class SharedGate(LocalGate):
         while True:
             now, mono = self._clock(), time.monotonic()
             with self._freed:
-                if not self._held:
+                if not self._held and not self._returning:
                     self._keeper = None
                     return
                 stale = [k for k, freed in self._idle if mono - freed >= self._keep]
                 self._idle = [(k, freed) for k, freed in self._idle if mono - freed < self._keep]
-                returned = [self._held.pop(k) for k in stale]
+                returned = [self._held.pop(k) for k in stale] + self._returning
+                self._returning = []
                 due = [slot for slot in self._held.values() if slot.until - now < renew_before]
             for slot in returned:
                 try:
@@ -186,4 +199,6 @@ class SharedGate(LocalGate):
                         self._idle = [(k, f) for k, f in self._idle if k != slot.key]
                     elif slot.key in self._held:
                         self._held[slot.key] = renewed
+                    else:  # freed for good while renewed: give back the newest lease
+                        self._returning = [renewed if r.key == slot.key else r for r in self._returning]
             time.sleep(min(self._keep, self._lease / 6))

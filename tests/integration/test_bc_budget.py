@@ -191,6 +191,29 @@ def test_a_request_longer_than_the_lease_keeps_its_slot_to_the_end(fresh_azurite
         pass
 
 
+def test_a_busy_instance_gives_its_slot_its_turn_to_the_others(fresh_azurite):
+    storage = Storage(fresh_azurite.connection_string)
+    busy = SharedGate(RequestSlots(storage, 1), "busy-instance", turn=0.5)
+    other = SharedGate(RequestSlots(storage, 1), "another-instance", wait_limit=4)
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():       # one BC request after the other, never idle
+            with busy.hold():
+                time.sleep(0.02)
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        time.sleep(0.2)
+        with other.hold():             # gets the slot within its wait, though the busy one never pauses
+            got = True
+    finally:
+        stop.set()
+        worker.join()
+    assert got
+
+
 def test_bc_stays_reachable_when_storage_is_down(env, bc_sandbox, fresh_azurite):
     """No queue trigger runs without storage; this instance's own routes still reach BC (health)."""
     rt = _instances(env, 1, "4")[0]

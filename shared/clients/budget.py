@@ -76,7 +76,6 @@ class LocalGate:
     """At most `limit` requests of this process at once."""
 
     def __init__(self, limit: int = 5) -> None:
-        self.limit = limit
         self._slots = threading.BoundedSemaphore(limit)
 
     @contextmanager
